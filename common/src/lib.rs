@@ -2,6 +2,8 @@
 //! and the one packet parser and verdict function that both run.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(any(test, feature = "craft"))]
+pub mod craft;
 pub mod maps;
 pub mod packet;
 pub mod reason;

@@ -227,6 +227,41 @@ pub struct FlowEvent {
     pub family: u8,
 }
 
+impl FlowEvent {
+    /// Size of the record in the ring buffer.
+    pub const SIZE: usize = core::mem::size_of::<FlowEvent>();
+
+    /// Decodes a record read from the ring buffer (native byte order), without `unsafe`.
+    pub fn from_bytes(bytes: &[u8]) -> Option<FlowEvent> {
+        if bytes.len() < Self::SIZE {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_ne_bytes(array(&bytes[at..at + 8]));
+        let u32_at = |at: usize| u32::from_ne_bytes(array(&bytes[at..at + 4]));
+        let u16_at = |at: usize| u16::from_ne_bytes(array(&bytes[at..at + 2]));
+        Some(FlowEvent {
+            ts_ns: u64_at(0),
+            rule: u64_at(8),
+            source: array(&bytes[16..32]),
+            destination: array(&bytes[32..48]),
+            source_port: u16_at(48),
+            destination_port: u16_at(50),
+            ifindex: u32_at(52),
+            suppressed: u32_at(56),
+            reason: bytes[60],
+            protocol: bytes[61],
+            dropped: bytes[62],
+            family: bytes[63],
+        })
+    }
+}
+
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(bytes);
+    out
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: each type is #[repr(C)], Copy, made only of integers and byte arrays, with
@@ -268,5 +303,35 @@ mod tests {
         assert_eq!(size_of::<Config>(), 32);
         assert_eq!(size_of::<RateState>(), 16);
         assert_eq!(size_of::<FlowEvent>(), 8 + 8 + 32 + 4 + 4 + 4 + 4);
+    }
+
+    #[test]
+    fn flow_event_decodes_from_its_own_bytes() {
+        let event = FlowEvent {
+            ts_ns: 1,
+            rule: 2,
+            source: [3; 16],
+            destination: [4; 16],
+            source_port: 5,
+            destination_port: 6,
+            ifindex: 7,
+            suppressed: 8,
+            reason: 9,
+            protocol: 10,
+            dropped: 1,
+            family: 6,
+        };
+        let mut bytes = std::vec::Vec::new();
+        bytes.extend_from_slice(&event.ts_ns.to_ne_bytes());
+        bytes.extend_from_slice(&event.rule.to_ne_bytes());
+        bytes.extend_from_slice(&event.source);
+        bytes.extend_from_slice(&event.destination);
+        bytes.extend_from_slice(&event.source_port.to_ne_bytes());
+        bytes.extend_from_slice(&event.destination_port.to_ne_bytes());
+        bytes.extend_from_slice(&event.ifindex.to_ne_bytes());
+        bytes.extend_from_slice(&event.suppressed.to_ne_bytes());
+        bytes.extend_from_slice(&[9, 10, 1, 6]);
+        assert_eq!(FlowEvent::from_bytes(&bytes), Some(event));
+        assert_eq!(FlowEvent::from_bytes(&bytes[..63]), None);
     }
 }
