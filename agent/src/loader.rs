@@ -11,7 +11,7 @@ use aya::{
 };
 use portguard_common::{
     map_names,
-    maps::{Config, Counters, EndpointKey, EndpointValue, PrefixKeyData},
+    maps::{Config, Counters, EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue, PrefixKeyData},
     program_names,
 };
 
@@ -135,6 +135,24 @@ impl Guard {
         }
 
         self.set_config(&entries.config)
+    }
+
+    /// Opens a port for a source until the grant's expiry (the kernel enforces it).
+    pub fn insert_grant(&mut self, key: &GrantKey, value: &GrantValue) -> Result<(), LoadError> {
+        let name = map_names::GRANTS;
+        let mut grants: HashMap<_, GrantKey, GrantValue> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
+                .map_err(map_error(name))?;
+        grants.insert(key, value, 0).map_err(map_error(name))
+    }
+
+    /// Records an outbound UDP flow as the egress program would (tests and benchmarks).
+    pub fn insert_udp_flow(&mut self, key: &FlowKey, last_sent_ns: u64) -> Result<(), LoadError> {
+        let name = map_names::UDP_FLOWS;
+        let mut flows: HashMap<_, FlowKey, u64> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
+                .map_err(map_error(name))?;
+        flows.insert(key, last_sent_ns, 0).map_err(map_error(name))
     }
 
     pub fn set_config(&mut self, config: &Config) -> Result<(), LoadError> {

@@ -56,17 +56,35 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 static EVENT_RATE: LruHashMap<Addr, RateState> =
     LruHashMap::with_max_entries(MAX_EVENT_SOURCES, 0);
 
-/// Packet memory between two verifier-known pointers.
+/// Packet memory from `start` to the end that the context's `data_end` field holds.
 struct Frame {
     start: usize,
-    end: usize,
+    /// The `data_end` field of the program's context (`xdp_md` or `__sk_buff`).
+    end_field: *const u32,
+}
+
+impl Frame {
+    fn xdp(ctx: &XdpContext) -> Self {
+        // SAFETY: ctx.ctx points at the xdp_md the kernel passed to the program.
+        Self { start: ctx.data(), end_field: unsafe { &raw const (*ctx.ctx).data_end } }
+    }
+
+    fn tc(ctx: &TcContext) -> Self {
+        // SAFETY: ctx.skb.skb points at the __sk_buff the kernel passed to the program.
+        Self { start: ctx.data(), end_field: unsafe { &raw const (*ctx.skb.skb).data_end } }
+    }
 }
 
 impl Packet for Frame {
     #[inline(always)]
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let at = self.start + offset;
-        if at + N > self.end {
+        // The end is loaded afresh (volatile) for every read. Otherwise LLVM proves a check
+        // redundant from an earlier one plus the IP length fields, drops it, and the verifier,
+        // which cannot follow that proof, rejects the load.
+        // SAFETY: end_field points into the program's context, valid while it runs.
+        let end = unsafe { core::ptr::read_volatile(self.end_field) } as usize;
+        if at + N > end {
             return None;
         }
         // SAFETY: the check above, against the packet end the verifier tracks, keeps
@@ -128,7 +146,7 @@ fn counters() -> Option<&'static mut Counters> {
 
 #[xdp]
 pub fn portguard_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::xdp(&ctx);
     let config = config();
     let mut headers = Headers::default();
     let decision = judge(&frame, &config, &KernelMaps, &mut headers);
@@ -219,7 +237,7 @@ fn report(
 /// decides anything: it always hands the packet on (TCX_NEXT).
 #[classifier]
 pub fn portguard_egress(ctx: TcContext) -> i32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::tc(&ctx);
     let mut headers = Headers::default();
     if parse(&frame, &mut headers).is_err() {
         return TC_ACT_UNSPEC;

@@ -1,1 +1,130 @@
-fn main(){}
+//! `cargo xtask`: sets up a machine, and builds, tests, benchmarks, demonstrates and packages
+//! portguard. Everything it needs it installs itself (`setup`), so a fresh machine of the
+//! project's kind needs nothing done by hand.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "portguard's build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need: apt packages, the pinned nightly with rust-src,
+    /// bpf-linker. Skips what is already there.
+    Setup,
+    /// Set up, then run every test: unit tests, then the privileged kernel and end-to-end tests
+    /// (root).
+    Test {
+        /// Only the unit tests (no root needed).
+        #[arg(long)]
+        unit: bool,
+    },
+    /// Set up, then benchmark the XDP guard against a pass-only program (root).
+    Bench {
+        /// BPF_PROG_TEST_RUN repeats per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Measurements per case (the spread is printed).
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+    /// Set up, then show the guard at work in two network namespaces (root).
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test { unit } => test(unit),
+        Task::Bench { repeat, runs } => bench(repeat, runs),
+        Task::Demo => demo(),
+    }
+}
+
+fn test(unit_only: bool) -> anyhow::Result<()> {
+    if !unit_only {
+        require_root("the privileged tests")?;
+    }
+    setup::run()?;
+
+    cargo(&["fmt", "--all", "--", "--check"]).context("check formatting (run `cargo fmt --all`)")?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--features", "portguard-common/craft", "--", "-D", "warnings"])
+        .context("run clippy")?;
+    cargo(&["test", "--workspace", "--exclude", "portguard-tests", "--features", "portguard-common/craft"])
+        .context("run the unit tests")?;
+    if unit_only {
+        return Ok(());
+    }
+
+    // Privileged tests share kernel state (namespaces, interfaces): one at a time.
+    cargo(&["build", "-p", "portguard"]).context("build the agent for the end-to-end tests")?;
+    cargo(&["test", "-p", "portguard-tests", "--", "--test-threads=1"])
+        .context("run the privileged tests")
+}
+
+fn bench(repeat: u32, runs: u32) -> anyhow::Result<()> {
+    require_root("benchmarks (BPF_PROG_TEST_RUN)")?;
+    setup::run()?;
+    let (repeat, runs) = (repeat.to_string(), runs.to_string());
+    cargo(&["run", "--release", "-p", "portguard-tests", "--bin", "bench", "--", "--repeat", &repeat, "--runs", &runs])
+        .context("run the benchmarks")
+}
+
+fn demo() -> anyhow::Result<()> {
+    require_root("the demo (network namespaces and XDP)")?;
+    setup::run()?;
+    cargo(&["build", "--release", "-p", "portguard"]).context("build the agent")?;
+    let agent = workspace_root().join("target/release/portguard");
+    let status = Command::new(env_cargo())
+        .args(["run", "--release", "-p", "portguard-tests", "--bin", "demo"])
+        .env("PORTGUARD_BIN", &agent)
+        .current_dir(workspace_root())
+        .status()
+        .context("run the demo")?;
+    if !status.success() {
+        bail!("the demo failed ({status})");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("run `id -u`")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("{what} need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run again with sudo");
+    }
+    Ok(())
+}
+
+/// Runs cargo in the workspace root and fails on a non-zero exit.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(env_cargo())
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn env_cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask setup`: installs the toolchain pieces TOOLCHAIN.md lists, skipping what is
+//! already present, and checks that the nightly's LLVM matches bpf-linker's.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// The nightly that builds the kernel programs; its LLVM (22) must match bpf-linker's.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
+const EBPF_LLVM_MAJOR: &str = "22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Debian packages: LLVM 22 for bpf-linker (also at run time), iproute2 for namespaces and
+/// veths in tests and the demo, bpftool to inspect what is attached.
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "bpftool"];
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    ebpf_toolchain()?;
+    bpf_linker()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    execute(Command::new("apt-get").arg("update").arg("-q"))?;
+    execute(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("install Debian packages (needs root)")
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn ebpf_toolchain() -> anyhow::Result<()> {
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if !has_src {
+        eprintln!("xtask: installing {EBPF_TOOLCHAIN} with rust-src");
+        execute(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+
+    let version = Command::new("rustup")
+        .args(["run", EBPF_TOOLCHAIN, "rustc", "-vV"])
+        .output()
+        .context("ask the eBPF toolchain for its version")?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let llvm = version.lines().find_map(|l| l.strip_prefix("LLVM version: ")).unwrap_or("unknown");
+    if !llvm.starts_with(&format!("{EBPF_LLVM_MAJOR}.")) {
+        bail!(
+            "{EBPF_TOOLCHAIN} reports LLVM {llvm}, but bpf-linker {BPF_LINKER_VERSION} is built \
+             against LLVM {EBPF_LLVM_MAJOR}: pin a nightly with LLVM {EBPF_LLVM_MAJOR}"
+        );
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let present = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::piped())
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+    execute(Command::new("cargo")
+        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", LLVM_PREFIX))
+    .context("install bpf-linker")
+}
+
+fn execute(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
