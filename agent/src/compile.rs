@@ -5,9 +5,9 @@ use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use portguard_common::maps::{
-    Addr, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6,
-    EndpointKey, EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE,
-    MODE_MONITOR, PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
+    Addr, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey,
+    EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE, MODE_MONITOR,
+    PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
 };
 
 use crate::policy::{IcmpPolicy, Mode, Policy, PortRange, Protocol};
@@ -68,7 +68,12 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
     let mut openings: Vec<Opening> = policy
         .endpoints
         .iter()
-        .map(|e| Opening { name: &e.name, ports: e.ports, protocol: e.protocol, from: &e.from })
+        .map(|e| Opening {
+            name: &e.name,
+            ports: e.ports,
+            protocol: e.protocol,
+            from: &e.from,
+        })
         .collect();
     // The agent's own token endpoint is always reachable, or no token could ever be shown.
     if let Some(auth) = &policy.auth {
@@ -76,7 +81,10 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
             let port = listen.port();
             openings.push(Opening {
                 name: AUTH_RULE,
-                ports: PortRange { first: port, last: port },
+                ports: PortRange {
+                    first: port,
+                    last: port,
+                },
                 protocol: Protocol::Tcp,
                 from: &anywhere,
             });
@@ -114,7 +122,10 @@ fn add_opening(entries: &mut MapEntries, opening: &Opening, rule: u32) {
 
     for port in opening.ports.first..=opening.ports.last {
         let key = EndpointKey::new(protocol, port);
-        let value = entries.endpoints.entry(key).or_insert(EndpointValue { rule, flags: 0 });
+        let value = entries
+            .endpoints
+            .entry(key)
+            .or_insert(EndpointValue { rule, flags: 0 });
         // An "anywhere" endpoint names the rule for the sources it covers.
         if flags & !value.flags != 0 {
             value.rule = rule;
@@ -126,7 +137,10 @@ fn add_opening(entries: &mut MapEntries, opening: &Opening, rule: u32) {
                 continue;
             }
             let (addr, bits): (Addr, u32) = match net {
-                IpNet::V4(v4) => (ipv4_mapped(v4.network().octets()), 96 + v4.prefix_len() as u32),
+                IpNet::V4(v4) => (
+                    ipv4_mapped(v4.network().octets()),
+                    96 + v4.prefix_len() as u32,
+                ),
                 IpNet::V6(v6) => (v6.network().octets(), v6.prefix_len() as u32),
             };
             entries.prefixes.push(PrefixEntry {

@@ -31,7 +31,11 @@ pub fn resolve(wanted: &Interfaces) -> Result<Vec<Interface>, InterfaceError> {
     let present = list().map_err(InterfaceError::List)?;
     match wanted {
         Interfaces::All => {
-            let found: Vec<_> = present.into_iter().filter(|(_, loopback)| !loopback).map(|(i, _)| i).collect();
+            let found: Vec<_> = present
+                .into_iter()
+                .filter(|(_, loopback)| !loopback)
+                .map(|(i, _)| i)
+                .collect();
             if found.is_empty() {
                 return Err(InterfaceError::NoneFound);
             }
@@ -58,8 +62,10 @@ fn list() -> io::Result<Vec<(Interface, bool)>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let dir = entry.path();
         // An interface may vanish while we read: skip it.
-        let (Ok(index), Ok(flags)) = (read_number(&dir.join("ifindex")), read_number(&dir.join("flags")))
-        else {
+        let (Ok(index), Ok(flags)) = (
+            read_number(&dir.join("ifindex")),
+            read_number(&dir.join("flags")),
+        ) else {
             continue;
         };
         found.push((Interface { name, index }, flags & IFF_LOOPBACK != 0));

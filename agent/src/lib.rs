@@ -1,10 +1,10 @@
 //! portguard's agent as a library: the daemon's parts, also used by the privileged tests and
 //! the benchmarks.
 
+pub mod check;
 pub mod compile;
 pub mod events;
 pub mod interfaces;
 pub mod loader;
 pub mod policy;
-pub mod check;
 pub mod run;

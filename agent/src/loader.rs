@@ -5,13 +5,14 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
 use portguard_common::{
     map_names,
-    maps::{Config, Counters, EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue, PrefixKeyData},
+    maps::{
+        Config, Counters, EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue, PrefixKeyData,
+    },
     program_names,
 };
 
@@ -102,25 +103,35 @@ impl Guard {
 
         for name in [program_names::XDP_GUARD, program_names::XDP_PASS] {
             let program: &mut Xdp = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| LoadError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| LoadError::Program { name, source })?;
         }
         let egress: &mut SchedClassifier = program_mut(&mut ebpf, program_names::TC_EGRESS)?;
-        egress
-            .load()
-            .map_err(|source| LoadError::Program { name: program_names::TC_EGRESS, source })?;
+        egress.load().map_err(|source| LoadError::Program {
+            name: program_names::TC_EGRESS,
+            source,
+        })?;
 
-        Ok(Self { ebpf, attachments: Vec::new() })
+        Ok(Self {
+            ebpf,
+            attachments: Vec::new(),
+        })
     }
 
     /// Writes a compiled policy into the maps: configuration last, so that a packet never
     /// meets a mode whose endpoints are not there yet.
     pub fn apply(&mut self, entries: &MapEntries) -> Result<(), LoadError> {
         let mut endpoints: HashMap<_, EndpointKey, EndpointValue> = HashMap::try_from(
-            self.ebpf.map_mut(map_names::ENDPOINTS).ok_or_else(|| missing_map(map_names::ENDPOINTS))?,
+            self.ebpf
+                .map_mut(map_names::ENDPOINTS)
+                .ok_or_else(|| missing_map(map_names::ENDPOINTS))?,
         )
         .map_err(map_error(map_names::ENDPOINTS))?;
         for (key, value) in &entries.endpoints {
-            endpoints.insert(key, value, 0).map_err(map_error(map_names::ENDPOINTS))?;
+            endpoints
+                .insert(key, value, 0)
+                .map_err(map_error(map_names::ENDPOINTS))?;
         }
 
         let mut prefixes: LpmTrie<_, PrefixKeyData, u32> = LpmTrie::try_from(
@@ -131,7 +142,9 @@ impl Guard {
         .map_err(map_error(map_names::ENDPOINT_PREFIXES))?;
         for prefix in &entries.prefixes {
             let key = Key::new(prefix.prefix_len, prefix.data);
-            prefixes.insert(&key, prefix.rule, 0).map_err(map_error(map_names::ENDPOINT_PREFIXES))?;
+            prefixes
+                .insert(&key, prefix.rule, 0)
+                .map_err(map_error(map_names::ENDPOINT_PREFIXES))?;
         }
 
         self.set_config(&entries.config)
@@ -157,10 +170,14 @@ impl Guard {
 
     pub fn set_config(&mut self, config: &Config) -> Result<(), LoadError> {
         let mut array: Array<_, Config> = Array::try_from(
-            self.ebpf.map_mut(map_names::CONFIG).ok_or_else(|| missing_map(map_names::CONFIG))?,
+            self.ebpf
+                .map_mut(map_names::CONFIG)
+                .ok_or_else(|| missing_map(map_names::CONFIG))?,
         )
         .map_err(map_error(map_names::CONFIG))?;
-        array.set(0, config, 0).map_err(map_error(map_names::CONFIG))
+        array
+            .set(0, config, 0)
+            .map_err(map_error(map_names::CONFIG))
     }
 
     /// Attaches the guard to an interface: XDP on ingress (native when the driver has it,
@@ -195,7 +212,12 @@ impl Guard {
             }
         };
 
-        self.attachments.push(Attachment { interface: interface.clone(), mode, xdp, egress });
+        self.attachments.push(Attachment {
+            interface: interface.clone(),
+            mode,
+            xdp,
+            egress,
+        });
         Ok(self.attachments.last().expect("just pushed"))
     }
 
@@ -212,7 +234,9 @@ impl Guard {
                     tracing::warn!(interface = %attachment.interface.name, %error, "detach XDP");
                 }
             }
-            if let Ok(egress) = program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC_EGRESS) {
+            if let Ok(egress) =
+                program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC_EGRESS)
+            {
                 if let Err(error) = egress.detach(attachment.egress) {
                     tracing::warn!(interface = %attachment.interface.name, %error, "detach tcx egress");
                 }
@@ -258,6 +282,10 @@ fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program>,
 {
-    let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))?;
-    program.try_into().map_err(|_| LoadError::MissingProgram(name))
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?;
+    program
+        .try_into()
+        .map_err(|_| LoadError::MissingProgram(name))
 }

@@ -18,13 +18,21 @@ enum Command {
     /// Run the guard: load the policy, attach to its interfaces, log events (needs root).
     Run {
         /// The policy file.
-        #[arg(long, default_value = "/etc/portguard/policy.toml", env = "PORTGUARD_POLICY")]
+        #[arg(
+            long,
+            default_value = "/etc/portguard/policy.toml",
+            env = "PORTGUARD_POLICY"
+        )]
         policy: PathBuf,
     },
     /// Validate a policy file without touching the kernel; exits 1 when it has errors.
     Check {
         /// The policy file.
-        #[arg(long, default_value = "/etc/portguard/policy.toml", env = "PORTGUARD_POLICY")]
+        #[arg(
+            long,
+            default_value = "/etc/portguard/policy.toml",
+            env = "PORTGUARD_POLICY"
+        )]
         policy: PathBuf,
         /// Exit 2 when the policy has warnings.
         #[arg(long)]

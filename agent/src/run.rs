@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    check::describe,
     compile::compile,
     events::{Event, EventLog, FlowReader},
     interfaces,
@@ -45,8 +46,9 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
     let policy = match Policy::load(policy_path) {
         Ok(policy) => policy,
         Err(error) => {
-            stdout_only.emit(rejected(policy_path, &error.to_string()));
-            eprint!("{error}");
+            let description = describe(error);
+            stdout_only.emit(rejected(policy_path, &description));
+            eprintln!("{}", description.trim_end());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -54,7 +56,15 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
     let warnings: Vec<String> = policy
         .warnings(&SessionEnv::from_process())
         .into_iter()
-        .map(|w| format!("{}:{}:{}: {}", policy_path.display(), w.line, w.column, w.message))
+        .map(|w| {
+            format!(
+                "{}:{}:{}: {}",
+                policy_path.display(),
+                w.line,
+                w.column,
+                w.message
+            )
+        })
         .collect();
     for warning in &warnings {
         tracing::warn!("{warning}");
@@ -75,7 +85,8 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
             .with("warnings", &warnings),
     );
 
-    let wanted = interfaces::resolve(&policy.guard.interfaces).context("find the interfaces to guard")?;
+    let wanted =
+        interfaces::resolve(&policy.guard.interfaces).context("find the interfaces to guard")?;
     let names: Arc<RwLock<HashMap<u32, String>>> = Arc::default();
     for interface in &wanted {
         let attachment = match guard.attach(interface) {
@@ -92,7 +103,10 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
                 .with("xdp_mode", attachment.mode.as_str())
                 .with("mode", mode_name(policy.guard.mode)),
         );
-        names.write().expect("interface names lock").insert(interface.index, interface.name.clone());
+        names
+            .write()
+            .expect("interface names lock")
+            .insert(interface.index, interface.name.clone());
     }
 
     // 3. Report what the kernel decides.
@@ -107,13 +121,21 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
     log.emit(Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error")));
     reader.abort();
     for interface in guard.detach_all() {
-        log.emit(Event::new("guard.detached").with("interface", interface.name).with("ifindex", interface.index));
+        log.emit(
+            Event::new("guard.detached")
+                .with("interface", interface.name)
+                .with("ifindex", interface.index),
+        );
     }
     outcome.map(|_| ExitCode::SUCCESS)
 }
 
 /// Runs until SIGTERM or SIGINT, reporting lost events on the way. Returns the signal's name.
-async fn wait_for_stop(guard: &mut Guard, log: &EventLog, policy_path: &Path) -> anyhow::Result<String> {
+async fn wait_for_stop(
+    guard: &mut Guard,
+    log: &EventLog,
+    policy_path: &Path,
+) -> anyhow::Result<String> {
     let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("handle SIGHUP")?;
@@ -129,7 +151,7 @@ async fn wait_for_stop(guard: &mut Guard, log: &EventLog, policy_path: &Path) ->
                 // policy is validated and the operator told to restart.
                 match Policy::load(policy_path) {
                     Ok(_) => log.emit(rejected(policy_path, "reload is not supported yet: restart portguard to apply a new policy")),
-                    Err(error) => log.emit(rejected(policy_path, &error.to_string())),
+                    Err(error) => log.emit(rejected(policy_path, &describe(error))),
                 }
             }
             _ = ticker.tick() => {
@@ -147,7 +169,9 @@ async fn wait_for_stop(guard: &mut Guard, log: &EventLog, policy_path: &Path) ->
 }
 
 fn rejected(policy_path: &Path, reason: &str) -> Event {
-    Event::new("policy.rejected").with("policy", policy_path).with("reason", reason.trim_end())
+    Event::new("policy.rejected")
+        .with("policy", policy_path)
+        .with("reason", reason.trim_end())
 }
 
 fn mode_name(mode: Mode) -> &'static str {

@@ -28,7 +28,9 @@ pub type Addr = [u8; 16];
 /// Maps an IPv4 address (network byte order) to `::ffff:a.b.c.d`.
 #[inline(always)]
 pub const fn ipv4_mapped(v4: [u8; 4]) -> Addr {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
 }
 
 /// Whether an address is IPv4-mapped.
@@ -60,7 +62,11 @@ pub struct EndpointKey {
 
 impl EndpointKey {
     pub const fn new(protocol: u8, port: u16) -> Self {
-        Self { protocol, _pad: 0, port }
+        Self {
+            protocol,
+            _pad: 0,
+            port,
+        }
     }
 }
 
@@ -97,7 +103,12 @@ pub const PREFIX_KEY_PORT_BITS: u32 = 32;
 
 impl PrefixKeyData {
     pub const fn new(protocol: u8, port: u16, addr: Addr) -> Self {
-        Self { protocol, _pad: 0, port_be: port.to_be_bytes(), addr }
+        Self {
+            protocol,
+            _pad: 0,
+            port_be: port.to_be_bytes(),
+            addr,
+        }
     }
 }
 
@@ -114,7 +125,12 @@ pub struct GrantKey {
 
 impl GrantKey {
     pub const fn new(source: Addr, protocol: u8, port: u16) -> Self {
-        Self { source, protocol, _pad: 0, port }
+        Self {
+            source,
+            protocol,
+            _pad: 0,
+            port,
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::{
     Reason,
-    maps::{Addr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ipv4_mapped},
+    maps::{Addr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ipv4_mapped, is_ipv4_mapped},
 };
 
 /// Read access to a packet's bytes.
@@ -175,6 +175,11 @@ fn parse_ipv6<P: Packet + ?Sized>(
     destination.copy_from_slice(&ip[24..40]);
     headers.source = source;
     headers.destination = destination;
+    // An IPv4-mapped source would be judged as the IPv4 address it maps, against its grants
+    // and prefixes; no node may send one (RFC 4291 2.5.5.2), and Linux drops them too.
+    if is_ipv4_mapped(&source) {
+        return Err(Reason::BadIpv6Header);
+    }
 
     let mut next = ip[6];
     let mut cursor = offset + 40;
@@ -187,8 +192,8 @@ fn parse_ipv6<P: Packet + ?Sized>(
                 if next == IPV6_HOP_BY_HOP && walked != 0 {
                     return Err(Reason::BadIpv6Extension);
                 }
-                let ext = read_before::<P, 2>(pkt, cursor, end)
-                    .ok_or(Reason::TruncatedIpv6Extension)?;
+                let ext =
+                    read_before::<P, 2>(pkt, cursor, end).ok_or(Reason::TruncatedIpv6Extension)?;
                 let length = if next == IPV6_AUTH {
                     (ext[1] as usize + 2) * 4
                 } else {
@@ -198,14 +203,15 @@ fn parse_ipv6<P: Packet + ?Sized>(
                 length
             }
             IPV6_FRAGMENT => {
-                let ext = read_before::<P, 4>(pkt, cursor, end)
-                    .ok_or(Reason::TruncatedIpv6Extension)?;
+                let ext =
+                    read_before::<P, 4>(pkt, cursor, end).ok_or(Reason::TruncatedIpv6Extension)?;
                 let fragment = be16([ext[2], ext[3]]);
                 if fragment >> 3 != 0 {
                     headers.protocol = ext[0];
                     return Err(Reason::LaterFragment);
                 }
-                first_fragment = fragment & 1 != 0;
+                // A repeated fragment header must not forget that an earlier one was first.
+                first_fragment |= fragment & 1 != 0;
                 next = ext[0];
                 8
             }
@@ -240,7 +246,11 @@ fn parse_upper<P: Packet + ?Sized>(
     headers: &mut Headers,
 ) -> Result<(), Reason> {
     let truncated = |whole: Reason| {
-        if first_fragment { Reason::ShortFirstFragment } else { whole }
+        if first_fragment {
+            Reason::ShortFirstFragment
+        } else {
+            whole
+        }
     };
     match headers.protocol {
         PROTO_TCP => {
@@ -249,7 +259,9 @@ fn parse_upper<P: Packet + ?Sized>(
             if offset + 20 > end {
                 return Err(truncated(Reason::TruncatedTcp));
             }
-            let tcp = pkt.read::<14>(offset).ok_or(truncated(Reason::TruncatedTcp))?;
+            let tcp = pkt
+                .read::<14>(offset)
+                .ok_or(truncated(Reason::TruncatedTcp))?;
             if tcp[12] >> 4 < 5 {
                 return Err(Reason::BadTcpHeader);
             }

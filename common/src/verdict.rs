@@ -97,21 +97,32 @@ pub fn decide<M: GuardMaps>(headers: &Headers, config: &Config, maps: &M) -> Dec
 fn port_decision<M: GuardMaps>(headers: &Headers, maps: &M) -> Decision {
     let port = headers.destination_port;
     if let Some(endpoint) = maps.endpoint(&EndpointKey::new(headers.protocol, port)) {
-        let any = if headers.family == 4 { ENDPOINT_ANY_V4 } else { ENDPOINT_ANY_V6 };
+        let any = if headers.family == 4 {
+            ENDPOINT_ANY_V4
+        } else {
+            ENDPOINT_ANY_V6
+        };
         if endpoint.flags & any != 0 {
-            return Decision { reason: Reason::Endpoint, rule: endpoint.rule as u64 };
+            return Decision {
+                reason: Reason::Endpoint,
+                rule: endpoint.rule as u64,
+            };
         }
         let key = PrefixKeyData::new(headers.protocol, port, headers.source);
         return match maps.endpoint_prefix(&key) {
-            Some(rule) => Decision { reason: Reason::Endpoint, rule: rule as u64 },
+            Some(rule) => Decision {
+                reason: Reason::Endpoint,
+                rule: rule as u64,
+            },
             None => Decision::of(Reason::SourceNotAllowed),
         };
     }
 
     match maps.grant(&GrantKey::new(headers.source, headers.protocol, port)) {
-        Some(grant) if grant.expires_boot_ns > maps.boot_ns() => {
-            Decision { reason: Reason::Grant, rule: grant.grant_id }
-        }
+        Some(grant) if grant.expires_boot_ns > maps.boot_ns() => Decision {
+            reason: Reason::Grant,
+            rule: grant.grant_id,
+        },
         Some(_) => Decision::of(Reason::GrantExpired),
         None => Decision::of(Reason::PortClosed),
     }

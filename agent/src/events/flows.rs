@@ -49,7 +49,12 @@ impl FlowReader {
                       and the agent keeps unsafe code out"
         )]
         let ring = AsyncFd::with_interest(ring, Interest::READABLE)?;
-        let context = FlowContext { log, rules, interfaces, monotonic_epoch: monotonic_epoch() };
+        let context = FlowContext {
+            log,
+            rules,
+            interfaces,
+            monotonic_epoch: monotonic_epoch(),
+        };
         Ok(Self { ring, context })
     }
 
@@ -75,10 +80,18 @@ impl FlowContext {
     fn event_of(&self, flow: &FlowEvent) -> Event {
         let reason = Reason::from_code(flow.reason);
         let time = self.monotonic_epoch + Duration::from_nanos(flow.ts_ns);
-        let name = if reason.is_some_and(Reason::passes) { "flow.allowed" } else { "flow.blocked" };
+        let name = if reason.is_some_and(Reason::passes) {
+            "flow.allowed"
+        } else {
+            "flow.blocked"
+        };
         let mut event = Event::at(name, time);
 
-        if let Some(interface) = self.interfaces.read().ok().and_then(|m| m.get(&flow.ifindex).cloned())
+        if let Some(interface) = self
+            .interfaces
+            .read()
+            .ok()
+            .and_then(|m| m.get(&flow.ifindex).cloned())
         {
             event = event.with("interface", interface);
         }
@@ -99,8 +112,13 @@ impl FlowContext {
         match reason {
             Some(Reason::Endpoint) => {
                 let rules = self.rules.read().ok();
-                let rule = rules.as_ref().and_then(|r| r.get(flow.rule as usize).cloned());
-                event = event.with("rule", rule.unwrap_or_else(|| format!("endpoint#{}", flow.rule)));
+                let rule = rules
+                    .as_ref()
+                    .and_then(|r| r.get(flow.rule as usize).cloned());
+                event = event.with(
+                    "rule",
+                    rule.unwrap_or_else(|| format!("endpoint#{}", flow.rule)),
+                );
             }
             Some(Reason::Grant) => event = event.with("rule", format!("grant:{}", flow.rule)),
             _ => {}

@@ -29,19 +29,28 @@ impl Event {
 
     pub fn at(name: &str, time: SystemTime) -> Self {
         let mut fields = Map::new();
-        fields.insert("ts".into(), humantime::format_rfc3339_millis(time).to_string().into());
+        fields.insert(
+            "ts".into(),
+            humantime::format_rfc3339_millis(time).to_string().into(),
+        );
         fields.insert("event".into(), name.into());
         Self { fields }
     }
 
     /// Adds a field; a value that does not serialize is recorded as null.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.fields.insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self.fields.insert(
+            key.to_owned(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
         self
     }
 
     pub fn name(&self) -> &str {
-        self.fields.get("event").and_then(Value::as_str).unwrap_or_default()
+        self.fields
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn to_line(&self) -> String {
@@ -68,7 +77,10 @@ impl EventLog {
     /// Events to stdout, and to `file` when given (appended, created 0640).
     pub fn open(file: Option<&Path>) -> Result<Self, OpenError> {
         let Some(path) = file else {
-            return Ok(Self { file: None, file_path: None });
+            return Ok(Self {
+                file: None,
+                file_path: None,
+            });
         };
         let open = || {
             if let Some(dir) = path.parent() {
@@ -76,8 +88,14 @@ impl EventLog {
             }
             OpenOptions::new().create(true).append(true).open(path)
         };
-        let file = open().map_err(|source| OpenError { path: path.to_owned(), source })?;
-        Ok(Self { file: Some(Arc::new(Mutex::new(file))), file_path: Some(path.to_owned()) })
+        let file = open().map_err(|source| OpenError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            file: Some(Arc::new(Mutex::new(file))),
+            file_path: Some(path.to_owned()),
+        })
     }
 
     /// Writes one event to every sink. A sink that fails is reported, never fatal: the guard

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::error::Problems;
+use super::fields::{Table, each, name, non_empty};
 use super::network;
 use super::raw::{RawAuth, RawIssuer, TextList};
-use super::validate::{name, non_empty, required};
 
 /// The `[auth]` table: the agent's HTTPS endpoint where clients present tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +80,18 @@ impl Algorithm {
     }
 
     pub fn from_name(name: &str) -> Option<Algorithm> {
-        Self::ALL.into_iter().find(|algorithm| algorithm.as_str() == name)
+        Self::ALL
+            .into_iter()
+            .find(|algorithm| algorithm.as_str() == name)
     }
 }
 
 pub(super) fn auth(problems: &mut Problems, raw: &Spanned<RawAuth>) -> Option<Auth> {
-    let (table, fields) = (raw.span(), raw.get_ref());
-    let listen = required(problems, &table, "[auth]", "listen", &fields.listen);
-    let tls_cert = required(problems, &table, "[auth]", "tls_cert", &fields.tls_cert);
-    let tls_key = required(problems, &table, "[auth]", "tls_key", &fields.tls_key);
-    let audience = required(problems, &table, "[auth]", "audience", &fields.audience);
+    let (table, fields) = (Table::new(raw, "[auth]"), raw.get_ref());
+    let listen = table.required(problems, "listen", &fields.listen);
+    let tls_cert = table.required(problems, "tls_cert", &fields.tls_cert);
+    let tls_key = table.required(problems, "tls_key", &fields.tls_key);
+    let audience = table.required(problems, "audience", &fields.audience);
 
     let listen = listen.map(|list| listen_addresses(problems, list));
     let tls_cert = tls_cert.and_then(|path| non_empty(problems, "tls_cert", path, "a file path"));
@@ -105,17 +107,16 @@ pub(super) fn auth(problems: &mut Problems, raw: &Spanned<RawAuth>) -> Option<Au
 }
 
 pub(super) fn issuer(problems: &mut Problems, raw: &Spanned<RawIssuer>) -> Option<Issuer> {
-    let (table, fields) = (raw.span(), raw.get_ref());
-    let issuer_name = required(problems, &table, "[[issuer]]", "name", &fields.name);
-    let url = required(problems, &table, "[[issuer]]", "url", &fields.url);
+    let (table, fields) = (Table::new(raw, "[[issuer]]"), raw.get_ref());
+    let issuer_name = table.required(problems, "name", &fields.name);
+    let url = table.required(problems, "url", &fields.url);
 
     let issuer_name = issuer_name.and_then(|text| name(problems, text));
-    let url = url.and_then(|text| match issuer_url(text.get_ref()) {
-        Ok(()) => Some(text.get_ref().clone()),
-        Err(message) => {
-            problems.push(&text.span(), message);
-            None
-        }
+    let url = url.and_then(|text| {
+        issuer_url(text.get_ref())
+            .map(|()| text.get_ref().clone())
+            .map_err(|message| problems.push(&text.span(), message))
+            .ok()
     });
     let algorithms = match &fields.algorithms {
         Some(list) => algorithms(problems, list),
@@ -137,17 +138,15 @@ pub(super) fn issuer(problems: &mut Problems, raw: &Spanned<RawIssuer>) -> Optio
 
 fn listen_addresses(problems: &mut Problems, list: &TextList) -> Vec<SocketAddr> {
     if list.get_ref().is_empty() {
-        problems.push(&list.span(), "listen: expected at least one address such as \"[::]:8443\"");
+        problems.push(
+            &list.span(),
+            "listen: expected at least one address such as \"[::]:8443\"",
+        );
     }
 
-    let mut addresses = Vec::new();
-    for text in list.get_ref() {
-        match network::listen_address("listen", text.get_ref()) {
-            Ok(address) => addresses.push(address),
-            Err(message) => problems.push(&text.span(), message),
-        }
-    }
-    addresses
+    each(problems, list, |text| {
+        network::listen_address("listen", text)
+    })
 }
 
 fn algorithms(problems: &mut Problems, list: &TextList) -> Vec<Algorithm> {
@@ -159,12 +158,11 @@ fn algorithms(problems: &mut Problems, list: &TextList) -> Vec<Algorithm> {
         );
     }
 
+    // A name listed twice is harmless; keep the first.
     let mut accepted = Vec::new();
-    for text in list.get_ref() {
-        match algorithm(text.get_ref()) {
-            Ok(algorithm) if !accepted.contains(&algorithm) => accepted.push(algorithm),
-            Ok(_) => {}
-            Err(message) => problems.push(&text.span(), message),
+    for algorithm in each(problems, list, algorithm) {
+        if !accepted.contains(&algorithm) {
+            accepted.push(algorithm);
         }
     }
     accepted
@@ -188,7 +186,10 @@ fn algorithm(name: &str) -> Result<Algorithm, String> {
         ));
     }
 
-    let known: Vec<String> = Algorithm::ALL.iter().map(|a| format!("{:?}", a.as_str())).collect();
+    let known: Vec<String> = Algorithm::ALL
+        .iter()
+        .map(|algorithm| format!("{:?}", algorithm.as_str()))
+        .collect();
     Err(format!(
         "algorithms: expected one of {}, found {name:?}",
         known.join(", ")
@@ -199,17 +200,23 @@ fn algorithm(name: &str) -> Result<Algorithm, String> {
 fn issuer_url(url: &str) -> Result<(), String> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = match host_and_port.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
         None => host_and_port.split(':').next().unwrap_or_default(),
     };
 
     if host.is_empty() {
-        return Err(format!("url: expected a url such as \"https://idp.example.com\", found {url:?}"));
+        return Err(format!(
+            "url: expected a url such as \"https://idp.example.com\", found {url:?}"
+        ));
     }
     let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|address| address.is_loopback());
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
     match scheme.to_ascii_lowercase().as_str() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

@@ -26,15 +26,14 @@ pub(super) const MAX_TTL: Bounds = Bounds {
 
 /// Reads the value of `key`; the error is the message.
 pub(super) fn parse(key: &str, text: &str, bounds: &Bounds) -> Result<Duration, String> {
-    let expected = || format!("{key}: expected {}, found {text:?}", bounds.expected);
-
     let duration = humantime::parse_duration(text.trim()).map_err(|_| {
-        format!(
-            "{key}: expected a duration such as \"30s\", \"15m\" or \"1h\", found {text:?}"
-        )
+        format!("{key}: expected a duration such as \"30s\", \"15m\" or \"1h\", found {text:?}")
     })?;
     if duration < bounds.min || duration > bounds.max {
-        return Err(expected());
+        return Err(format!(
+            "{key}: expected {}, found {text:?}",
+            bounds.expected
+        ));
     }
     Ok(duration)
 }
@@ -45,8 +44,14 @@ mod tests {
 
     #[test]
     fn durations_take_humantime_units() {
-        assert_eq!(parse("max_ttl", "15m", &MAX_TTL), Ok(Duration::from_secs(900)));
-        assert_eq!(parse("max_ttl", "1h 30m", &MAX_TTL), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse("max_ttl", "15m", &MAX_TTL),
+            Ok(Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse("max_ttl", "1h 30m", &MAX_TTL),
+            Ok(Duration::from_secs(5400))
+        );
         assert_eq!(
             parse("udp_reply_ttl", "30s", &UDP_REPLY_TTL),
             Ok(Duration::from_secs(30))

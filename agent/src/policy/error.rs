@@ -138,7 +138,8 @@ impl<'t> Problems<'t> {
             return Ok(value);
         }
 
-        self.found.sort_by_key(|problem| (problem.line, problem.column));
+        self.found
+            .sort_by_key(|problem| (problem.line, problem.column));
         Err(self.found)
     }
 }

@@ -8,9 +8,11 @@
 mod auth;
 mod duration;
 mod error;
+mod fields;
 mod network;
 mod ports;
 mod raw;
+mod rules;
 mod validate;
 mod warnings;
 
@@ -203,8 +205,9 @@ impl Policy {
             problems,
         };
 
-        let raw = toml::from_str(text).map_err(|error| invalid(vec![error::syntax(text, &error)]))?;
-        validate::validate(path, raw, text).map_err(invalid)
+        let raw =
+            toml::from_str(text).map_err(|error| invalid(vec![error::syntax(text, &error)]))?;
+        validate::validate(path, &raw, text).map_err(invalid)
     }
 
     /// The risks this policy takes, given the session that is about to apply it.

@@ -19,7 +19,9 @@ pub(super) fn interface_name(name: &str) -> Result<(), String> {
         && name.len() <= MAX_INTERFACE_NAME
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if !valid {
         return Err(format!(
             "interfaces: expected an interface name of 1 to 15 bytes without '/', ':' or \
@@ -61,7 +63,9 @@ pub(super) fn listen_address(key: &str, text: &str) -> Result<SocketAddr, String
     })?;
 
     if address.port() == 0 {
-        return Err(format!("{key}: expected a port from 1 to 65535, found {text:?}"));
+        return Err(format!(
+            "{key}: expected a port from 1 to 65535, found {text:?}"
+        ));
     }
     Ok(address)
 }
@@ -91,8 +95,14 @@ mod tests {
 
     #[test]
     fn bare_address_is_its_host_prefix() {
-        assert_eq!(source_prefix("192.0.2.7"), Ok("192.0.2.7/32".parse().unwrap()));
-        assert_eq!(source_prefix("2001:db8::7"), Ok("2001:db8::7/128".parse().unwrap()));
+        assert_eq!(
+            source_prefix("192.0.2.7"),
+            Ok("192.0.2.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            source_prefix("2001:db8::7"),
+            Ok("2001:db8::7/128".parse().unwrap())
+        );
     }
 
     #[test]

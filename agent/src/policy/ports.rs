@@ -92,7 +92,10 @@ impl PortRange {
 
     fn from_text(text: &str) -> Result<Self, String> {
         let number = |part: &str| -> Result<u16, String> {
-            let port = part.trim().parse::<i64>().map_err(|_| expected_port(&format!("{text:?}")))?;
+            let port = part
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| expected_port(&format!("{text:?}")))?;
             port_number(port)
         };
 
@@ -128,7 +131,9 @@ impl fmt::Display for PortRange {
 fn port_number(port: i64) -> Result<u16, String> {
     match u16::try_from(port) {
         Ok(port) if port != 0 => Ok(port),
-        _ => Err(format!("port: expected a port from 1 to 65535, found {port}")),
+        _ => Err(format!(
+            "port: expected a port from 1 to 65535, found {port}"
+        )),
     }
 }
 
@@ -147,7 +152,10 @@ mod tests {
     #[test]
     fn port_is_an_integer_or_a_string() {
         assert_eq!(parse(Value::Integer(443)), Ok(PortRange::single(443)));
-        assert_eq!(parse(Value::String("443".into())), Ok(PortRange::single(443)));
+        assert_eq!(
+            parse(Value::String("443".into())),
+            Ok(PortRange::single(443))
+        );
         assert_eq!(
             parse(Value::String("8000-8010".into())),
             Ok(PortRange {
@@ -159,8 +167,16 @@ mod tests {
 
     #[test]
     fn port_zero_and_above_65535_are_refused() {
-        assert!(parse(Value::Integer(0)).unwrap_err().contains("from 1 to 65535"));
-        assert!(parse(Value::Integer(65_536)).unwrap_err().contains("found 65536"));
+        assert!(
+            parse(Value::Integer(0))
+                .unwrap_err()
+                .contains("from 1 to 65535")
+        );
+        assert!(
+            parse(Value::Integer(65_536))
+                .unwrap_err()
+                .contains("found 65536")
+        );
         assert!(parse(Value::String("0-10".into())).is_err());
     }
 
