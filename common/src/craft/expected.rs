@@ -1,7 +1,9 @@
 //! [`Frame::expected`]: what a correct parser makes of a frame, worked out from how the frame
 //! was built rather than from its bytes, so that tests can check the parser against it.
 
-use super::frame::{Damage, Frame, HOP_BY_HOP, Network, Transport};
+use super::frame::{
+    AUTH, DEST_OPTS, Damage, FRAGMENT, Frame, HOP_BY_HOP, Network, ROUTING, Transport,
+};
 use crate::{
     Reason,
     maps::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ipv4_mapped, is_ipv4_mapped},
@@ -85,6 +87,10 @@ impl Frame {
                     if chain_len > MAX_IPV6_EXTENSION_BYTES {
                         return Some(Err(Reason::Ipv6ExtensionChainTooLong));
                     }
+                }
+                // Raw bytes announced as an extension header: the walk goes on into them.
+                if [HOP_BY_HOP, ROUTING, FRAGMENT, AUTH, DEST_OPTS].contains(&headers.protocol) {
+                    return None;
                 }
                 if ![PROTO_TCP, PROTO_UDP, PROTO_ICMPV6].contains(&headers.protocol) {
                     return Some(Err(Reason::ProtocolNotAllowed));

@@ -17,10 +17,10 @@ const MAC_SOURCE: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const NO_NEXT_HEADER: u8 = 59;
 
 pub(super) const HOP_BY_HOP: u8 = 0;
-const ROUTING: u8 = 43;
+pub(super) const ROUTING: u8 = 43;
 pub(super) const FRAGMENT: u8 = 44;
-const AUTH: u8 = 51;
-const DEST_OPTS: u8 = 60;
+pub(super) const AUTH: u8 = 51;
+pub(super) const DEST_OPTS: u8 = 60;
 
 /// An IPv6 address from its eight 16-bit groups: `v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])`.
 pub const fn v6(groups: [u16; 8]) -> Addr {

@@ -3,8 +3,6 @@
 //! interleaved with it, and repeated so that the spread shows. Then the same for 10, 1,000
 //! and 100,000 endpoint entries, which should stay flat.
 
-use std::time::Instant;
-
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use clap::Parser;
 use nix::time::{ClockId, clock_gettime};
@@ -12,8 +10,8 @@ use portguard::{compile::MapEntries, loader::Guard};
 use portguard_common::{
     craft::{Frame, fragment, hop_by_hop, routing},
     maps::{
-        Config, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey, EndpointValue, FlowKey,
-        PROTO_TCP, PROTO_UDP, ipv4_mapped,
+        Config, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey, EndpointValue, FlowKey, PROTO_TCP,
+        PROTO_UDP, ipv4_mapped,
     },
     packet::{TCP_ACK, TCP_SYN},
     program_names,
@@ -54,29 +52,78 @@ fn cases() -> Vec<Case> {
         a
     };
     vec![
-        Case { name: "endpoint hit (IPv4 SYN)", packet: Frame::ipv4(CLIENT, HOST).tcp(40000, DECLARED_PORT, TCP_SYN).build(), goal: Some(ALLOWED_GOAL) },
-        Case { name: "endpoint hit (IPv6 SYN)", packet: Frame::ipv6(v6(2), v6(1)).tcp(40000, DECLARED_PORT, TCP_SYN).build(), goal: Some(ALLOWED_GOAL) },
-        Case { name: "miss, dropped (IPv4 SYN)", packet: Frame::ipv4(CLIENT, HOST).tcp(40000, CLOSED_PORT, TCP_SYN).build(), goal: Some(DROPPED_GOAL) },
-        Case { name: "miss, dropped (IPv6 SYN)", packet: Frame::ipv6(v6(2), v6(1)).tcp(40000, CLOSED_PORT, TCP_SYN).build(), goal: Some(DROPPED_GOAL) },
-        Case { name: "reply traffic (TCP ACK)", packet: Frame::ipv4(CLIENT, HOST).tcp(443, 40000, TCP_ACK).build(), goal: Some(ALLOWED_GOAL) },
-        Case { name: "reply traffic (UDP, flow hit)", packet: Frame::ipv4(CLIENT, HOST).udp(53, 40000).build(), goal: Some(ALLOWED_GOAL) },
         Case {
-            name: "IPv6 + 3 extension headers, hit",
-            packet: Frame::ipv6(v6(2), v6(1)).ext(hop_by_hop(8)).ext(routing(24)).ext(fragment(0, false)).tcp(40000, DECLARED_PORT, TCP_SYN).build(),
+            name: "endpoint hit (IPv4 SYN)",
+            packet: Frame::ipv4(CLIENT, HOST)
+                .tcp(40000, DECLARED_PORT, TCP_SYN)
+                .build(),
             goal: Some(ALLOWED_GOAL),
         },
-        Case { name: "malformed (truncated IPv4), dropped", packet: Frame::ipv4(CLIENT, HOST).tcp(1, 2, TCP_SYN).truncate(30).build(), goal: Some(DROPPED_GOAL) },
+        Case {
+            name: "endpoint hit (IPv6 SYN)",
+            packet: Frame::ipv6(v6(2), v6(1))
+                .tcp(40000, DECLARED_PORT, TCP_SYN)
+                .build(),
+            goal: Some(ALLOWED_GOAL),
+        },
+        Case {
+            name: "miss, dropped (IPv4 SYN)",
+            packet: Frame::ipv4(CLIENT, HOST)
+                .tcp(40000, CLOSED_PORT, TCP_SYN)
+                .build(),
+            goal: Some(DROPPED_GOAL),
+        },
+        Case {
+            name: "miss, dropped (IPv6 SYN)",
+            packet: Frame::ipv6(v6(2), v6(1))
+                .tcp(40000, CLOSED_PORT, TCP_SYN)
+                .build(),
+            goal: Some(DROPPED_GOAL),
+        },
+        Case {
+            name: "reply traffic (TCP ACK)",
+            packet: Frame::ipv4(CLIENT, HOST).tcp(443, 40000, TCP_ACK).build(),
+            goal: Some(ALLOWED_GOAL),
+        },
+        Case {
+            name: "reply traffic (UDP, flow hit)",
+            packet: Frame::ipv4(CLIENT, HOST).udp(53, 40000).build(),
+            goal: Some(ALLOWED_GOAL),
+        },
+        Case {
+            name: "IPv6 + 3 extension headers, hit",
+            packet: Frame::ipv6(v6(2), v6(1))
+                .ext(hop_by_hop(8))
+                .ext(routing(24))
+                .ext(fragment(0, false))
+                .tcp(40000, DECLARED_PORT, TCP_SYN)
+                .build(),
+            goal: Some(ALLOWED_GOAL),
+        },
+        Case {
+            name: "malformed (truncated IPv4), dropped",
+            packet: Frame::ipv4(CLIENT, HOST)
+                .tcp(1, 2, TCP_SYN)
+                .truncate(30)
+                .build(),
+            goal: Some(DROPPED_GOAL),
+        },
     ]
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("# portguard XDP benchmark (BPF_PROG_TEST_RUN, {} repeats x {} runs)\n", args.repeat, args.runs);
+    println!(
+        "# portguard XDP benchmark (BPF_PROG_TEST_RUN, {} repeats x {} runs)\n",
+        args.repeat, args.runs
+    );
 
     let mut guard = Guard::load()?;
     fill(&mut guard, 1_000)?;
     println!("## Cost per verdict (1,000 endpoint entries)\n");
-    println!("| case | ns/packet (median, min-max) | pass-only ns | ratio (median, min-max) | goal |");
+    println!(
+        "| case | ns/packet (median, min-max) | pass-only ns | ratio (median, min-max) | goal |"
+    );
     println!("|---|---|---|---|---|");
     for case in cases() {
         let row = measure(&mut guard, &case.packet, &args)?;
@@ -86,13 +133,20 @@ fn main() -> anyhow::Result<()> {
     println!("\n## Flat as entries grow\n");
     println!("| entries | hit ratio | miss ratio |");
     println!("|---|---|---|");
-    let hit = Frame::ipv4(CLIENT, HOST).tcp(40000, DECLARED_PORT, TCP_SYN).build();
-    let miss = Frame::ipv4(CLIENT, HOST).tcp(40000, CLOSED_PORT, TCP_SYN).build();
+    let hit = Frame::ipv4(CLIENT, HOST)
+        .tcp(40000, DECLARED_PORT, TCP_SYN)
+        .build();
+    let miss = Frame::ipv4(CLIENT, HOST)
+        .tcp(40000, CLOSED_PORT, TCP_SYN)
+        .build();
     let mut first: Option<(f64, f64)> = None;
     for entries in [10, 1_000, 100_000] {
         let mut guard = Guard::load()?;
         fill(&mut guard, entries)?;
-        let (hit, miss) = (measure(&mut guard, &hit, &args)?, measure(&mut guard, &miss, &args)?);
+        let (hit, miss) = (
+            measure(&mut guard, &hit, &args)?,
+            measure(&mut guard, &miss, &args)?,
+        );
         let (hit_ratio, miss_ratio) = (hit.ratio_median(), miss.ratio_median());
         let (base_hit, base_miss) = *first.get_or_insert((hit_ratio, miss_ratio));
         println!(
@@ -108,24 +162,41 @@ fn main() -> anyhow::Result<()> {
 /// Declares `count` endpoints (TCP ports from 1, then UDP ports), open to every source, and
 /// records one outbound UDP flow for the reply case.
 fn fill(guard: &mut Guard, count: u32) -> anyhow::Result<()> {
-    let mut entries = MapEntries { config: Config::default(), ..MapEntries::default() };
+    let mut entries = MapEntries {
+        config: Config::default(),
+        ..MapEntries::default()
+    };
     for i in 0..count {
-        let (protocol, port) = if i < 40_000 { (PROTO_TCP, i + 1) } else { (PROTO_UDP, i - 40_000 + 1) };
+        let (protocol, port) = if i < 40_000 {
+            (PROTO_TCP, i + 1)
+        } else {
+            (PROTO_UDP, i - 40_000 + 1)
+        };
         entries.endpoints.insert(
             EndpointKey::new(protocol, port as u16),
-            EndpointValue { rule: i, flags: ENDPOINT_ANY_V4 | ENDPOINT_ANY_V6 },
+            EndpointValue {
+                rule: i,
+                flags: ENDPOINT_ANY_V4 | ENDPOINT_ANY_V6,
+            },
         );
     }
-    entries.endpoints.entry(EndpointKey::new(PROTO_TCP, DECLARED_PORT)).or_insert(EndpointValue {
-        rule: 0,
-        flags: ENDPOINT_ANY_V4 | ENDPOINT_ANY_V6,
-    });
+    entries
+        .endpoints
+        .entry(EndpointKey::new(PROTO_TCP, DECLARED_PORT))
+        .or_insert(EndpointValue {
+            rule: 0,
+            flags: ENDPOINT_ANY_V4 | ENDPOINT_ANY_V6,
+        });
     guard.apply(&entries)?;
 
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)?;
     let now = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
     // Far enough ahead to stay fresh for the whole run.
-    let key = FlowKey { remote: ipv4_mapped(CLIENT), remote_port: 53, local_port: 40000 };
+    let key = FlowKey {
+        remote: ipv4_mapped(CLIENT),
+        remote_port: 53,
+        local_port: 40000,
+    };
     guard.insert_udp_flow(&key, now + 3_600_000_000_000)?;
     Ok(())
 }
@@ -137,7 +208,11 @@ struct Row {
 
 impl Row {
     fn ratios(&self) -> Vec<f64> {
-        self.guard_ns.iter().zip(&self.pass_ns).map(|(g, p)| g / p).collect()
+        self.guard_ns
+            .iter()
+            .zip(&self.pass_ns)
+            .map(|(g, p)| g / p)
+            .collect()
     }
 
     fn ratio_median(&self) -> f64 {
@@ -147,10 +222,23 @@ impl Row {
 
 /// Runs the guard and the pass-only program alternately, `runs` times each.
 fn measure(guard: &mut Guard, packet: &[u8], args: &Args) -> anyhow::Result<Row> {
-    let mut row = Row { guard_ns: Vec::new(), pass_ns: Vec::new() };
+    let mut row = Row {
+        guard_ns: Vec::new(),
+        pass_ns: Vec::new(),
+    };
     for _ in 0..args.runs {
-        row.pass_ns.push(ns_per_run(guard, program_names::XDP_PASS, packet, args.repeat)?);
-        row.guard_ns.push(ns_per_run(guard, program_names::XDP_GUARD, packet, args.repeat)?);
+        row.pass_ns.push(ns_per_run(
+            guard,
+            program_names::XDP_PASS,
+            packet,
+            args.repeat,
+        )?);
+        row.guard_ns.push(ns_per_run(
+            guard,
+            program_names::XDP_GUARD,
+            packet,
+            args.repeat,
+        )?);
     }
     Ok(row)
 }
@@ -164,12 +252,11 @@ fn ns_per_run(guard: &mut Guard, program: &str, packet: &[u8], repeat: u32) -> a
     let mut options = TestRunOptions::new();
     options.data_in = Some(packet);
     options.repeat = repeat;
-    // The kernel reports the mean per repeat in whole nanoseconds, too coarse for 5 ns
-    // programs; the call timed from here, divided by a million repeats, is finer, and its
-    // fixed cost (one syscall) is below 0.1 ns per repeat.
-    let started = Instant::now();
-    program.test_run(options)?;
-    Ok(started.elapsed().as_secs_f64() * 1e9 / f64::from(repeat))
+    // The kernel's own timing: the mean per repeat, in whole nanoseconds. It leaves out the
+    // time the test thread was preempted, which timing the call from here would count on a
+    // shared machine; its price is a resolution of 1 ns.
+    let result = program.test_run(options)?;
+    Ok(result.duration.as_nanos() as f64)
 }
 
 fn median(values: &[f64]) -> f64 {
