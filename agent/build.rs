@@ -7,11 +7,18 @@ use anyhow::{Context as _, anyhow};
 const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 
 fn main() -> anyhow::Result<()> {
-    let metadata = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let ebpf_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| anyhow!("agent crate has no parent directory"))?
         .join("ebpf");
-    let root_dir = metadata.to_str().context("non-UTF-8 path to the ebpf crate")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to the ebpf crate")?;
+    // The kernel programs compile the shared parser and verdict too: rebuild when they change
+    // (aya-build only watches the eBPF crate itself).
+    let common = ebpf_dir.with_file_name("common");
+    println!("cargo:rerun-if-changed={}", common.join("src").display());
+    println!("cargo:rerun-if-changed={}", common.join("Cargo.toml").display());
     let out_dir = std::env::var("OUT_DIR")?;
     let object = std::path::Path::new(&out_dir).join("portguard-bpf");
 
@@ -21,7 +28,11 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&object, [])?;
     }
     aya_build::build_ebpf(
-        [aya_build::Package { name: "portguard-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "portguard-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
     .context("build the eBPF programs (run `cargo xtask setup` first)")
