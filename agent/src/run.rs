@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use portguard_common::{Reason, maps::Counters};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -118,7 +119,12 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
     let outcome = wait_for_stop(&mut guard, &log, policy_path).await;
 
     // 4. Stop: detach everything this agent attached.
-    log.emit(Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error")));
+    let mut stopping =
+        Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error"));
+    if let Ok(counters) = guard.counters() {
+        stopping = stopping.with("packets", packets_by_reason(&counters));
+    }
+    log.emit(stopping);
     reader.abort();
     for interface in guard.detach_all() {
         log.emit(
@@ -166,6 +172,20 @@ async fn wait_for_stop(
             }
         }
     }
+}
+
+/// The non-zero packet counters by reason name.
+fn packets_by_reason(counters: &Counters) -> serde_json::Map<String, serde_json::Value> {
+    Reason::ALL
+        .iter()
+        .filter(|reason| counters.packets[**reason as usize] > 0)
+        .map(|reason| {
+            (
+                reason.name().to_owned(),
+                counters.packets[*reason as usize].into(),
+            )
+        })
+        .collect()
 }
 
 fn rejected(policy_path: &Path, reason: &str) -> Event {
