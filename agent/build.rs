@@ -18,7 +18,10 @@ fn main() -> anyhow::Result<()> {
     // (aya-build only watches the eBPF crate itself).
     let common = ebpf_dir.with_file_name("common");
     println!("cargo:rerun-if-changed={}", common.join("src").display());
-    println!("cargo:rerun-if-changed={}", common.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        common.join("Cargo.toml").display()
+    );
     let out_dir = std::env::var("OUT_DIR")?;
     let object = std::path::Path::new(&out_dir).join("portguard-bpf");
 

@@ -14,10 +14,10 @@ use aya_ebpf::{
 use portguard_common::{
     Reason,
     maps::{
-        Addr, Config, Counters, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, EVENT_RING_BYTES,
-        EndpointKey, EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue,
-        MAX_ENDPOINT_PREFIXES, MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS,
-        PREFIX_KEY_PORT_BITS, PrefixKeyData, RateState,
+        Addr, Config, Counters, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, EVENT_RING_BYTES, EndpointKey,
+        EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue, MAX_ENDPOINT_PREFIXES,
+        MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS, PREFIX_KEY_PORT_BITS,
+        PrefixKeyData, RateState,
     },
     packet::{Headers, Packet, parse},
     verdict::{Decision, GuardMaps, judge, outbound_flow_key},
@@ -30,8 +30,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 const FLOW_REFRESH_NS: u64 = NS_PER_SEC;
 
 #[map(name = "PG_ENDPOINTS")]
-static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
-    HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
 #[map(name = "PG_ENDPOINT_PREFIXES")]
 static ENDPOINT_PREFIXES: LpmTrie<PrefixKeyData, u32> =
@@ -53,8 +52,7 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 #[map(name = "PG_EVENT_RATE")]
-static EVENT_RATE: LruHashMap<Addr, RateState> =
-    LruHashMap::with_max_entries(MAX_EVENT_SOURCES, 0);
+static EVENT_RATE: LruHashMap<Addr, RateState> = LruHashMap::with_max_entries(MAX_EVENT_SOURCES, 0);
 
 /// Packet memory from `start` to the end that the context's `data_end` field holds.
 struct Frame {
@@ -66,12 +64,18 @@ struct Frame {
 impl Frame {
     fn xdp(ctx: &XdpContext) -> Self {
         // SAFETY: ctx.ctx points at the xdp_md the kernel passed to the program.
-        Self { start: ctx.data(), end_field: unsafe { &raw const (*ctx.ctx).data_end } }
+        Self {
+            start: ctx.data(),
+            end_field: unsafe { &raw const (*ctx.ctx).data_end },
+        }
     }
 
     fn tc(ctx: &TcContext) -> Self {
         // SAFETY: ctx.skb.skb points at the __sk_buff the kernel passed to the program.
-        Self { start: ctx.data(), end_field: unsafe { &raw const (*ctx.skb.skb).data_end } }
+        Self {
+            start: ctx.data(),
+            end_field: unsafe { &raw const (*ctx.skb.skb).data_end },
+        }
     }
 }
 
@@ -105,7 +109,9 @@ impl GuardMaps for KernelMaps {
 
     #[inline(always)]
     fn endpoint_prefix(&self, key: &PrefixKeyData) -> Option<u32> {
-        ENDPOINT_PREFIXES.get(Key::new(PREFIX_KEY_PORT_BITS + 128, *key)).copied()
+        ENDPOINT_PREFIXES
+            .get(Key::new(PREFIX_KEY_PORT_BITS + 128, *key))
+            .copied()
     }
 
     #[inline(always)]
@@ -141,7 +147,9 @@ fn config() -> Config {
 #[inline(always)]
 fn counters() -> Option<&'static mut Counters> {
     // SAFETY: a per-CPU slot, touched only by this CPU while the program runs.
-    COUNTERS.get_ptr_mut(0).map(|counters| unsafe { &mut *counters })
+    COUNTERS
+        .get_ptr_mut(0)
+        .map(|counters| unsafe { &mut *counters })
 }
 
 #[xdp]
@@ -160,7 +168,11 @@ pub fn portguard_xdp(ctx: XdpContext) -> u32 {
         }
     }
 
-    if passes { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if passes {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
 }
 
 /// Connections let in and packets dropped are worth an event; replies, established traffic,
@@ -206,7 +218,11 @@ fn report(
             core::mem::replace(&mut state.suppressed, 0)
         }
         None => {
-            let state = RateState { window_start_ns: now, sent: 1, suppressed: 0 };
+            let state = RateState {
+                window_start_ns: now,
+                sent: 1,
+                suppressed: 0,
+            };
             let _ = EVENT_RATE.insert(&headers.source, &state, 0);
             0
         }

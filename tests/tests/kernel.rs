@@ -41,8 +41,14 @@ struct Harness {
 
 impl Harness {
     fn new(mode: u32) -> Self {
-        assert!(nix::unistd::Uid::effective().is_root(), "kernel tests need root: run `cargo xtask test`");
-        let model = ModelMaps::sample(clock_ns(ClockId::CLOCK_BOOTTIME), clock_ns(ClockId::CLOCK_MONOTONIC_COARSE));
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "kernel tests need root: run `cargo xtask test`"
+        );
+        let model = ModelMaps::sample(
+            clock_ns(ClockId::CLOCK_BOOTTIME),
+            clock_ns(ClockId::CLOCK_MONOTONIC_COARSE),
+        );
         let config = Config {
             mode,
             icmp: ICMP_ESSENTIAL,
@@ -58,7 +64,11 @@ impl Harness {
             prefixes: model
                 .prefixes
                 .iter()
-                .map(|&(prefix_len, data, rule)| PrefixEntry { prefix_len, data, rule })
+                .map(|&(prefix_len, data, rule)| PrefixEntry {
+                    prefix_len,
+                    data,
+                    rule,
+                })
                 .collect(),
             config,
             rules: Vec::new(),
@@ -68,10 +78,17 @@ impl Harness {
             guard.insert_grant(key, value).expect("insert a grant");
         }
         for (key, sent) in &model.udp_flows {
-            guard.insert_udp_flow(key, *sent).expect("insert a UDP flow");
+            guard
+                .insert_udp_flow(key, *sent)
+                .expect("insert a UDP flow");
         }
         let counters = guard.counters().expect("read counters").packets;
-        Self { guard, model, config, counters }
+        Self {
+            guard,
+            model,
+            config,
+            counters,
+        }
     }
 
     /// Keeps the "fresh" UDP flows fresh in both the kernel and the model, so a long run does
@@ -89,7 +106,9 @@ impl Harness {
             .collect();
         for key in fresh {
             self.model.udp_flows.insert(key, coarse);
-            self.guard.insert_udp_flow(&key, coarse).expect("refresh a UDP flow");
+            self.guard
+                .insert_udp_flow(&key, coarse)
+                .expect("refresh a UDP flow");
         }
     }
 
@@ -107,9 +126,15 @@ impl Harness {
         let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
 
         let after = self.guard.counters().expect("read counters").packets;
-        let counted: Vec<usize> = (0..Reason::COUNT).filter(|&i| after[i] != self.counters[i]).collect();
+        let counted: Vec<usize> = (0..Reason::COUNT)
+            .filter(|&i| after[i] != self.counters[i])
+            .collect();
         self.counters = after;
-        assert_eq!(counted.len(), 1, "one packet must count under exactly one reason: {counted:?}");
+        assert_eq!(
+            counted.len(),
+            1,
+            "one packet must count under exactly one reason: {counted:?}"
+        );
         let reason = Reason::from_code(counted[0] as u8).expect("a known reason code");
         (result.return_value, reason)
     }
@@ -122,7 +147,11 @@ impl Harness {
     fn compare(&mut self, packet: &[u8]) -> Result<Reason, String> {
         let expected = self.userspace(packet);
         let (code, reason) = self.kernel(packet);
-        let expected_code = if expected.passes(&self.config) { XDP_PASS } else { XDP_DROP };
+        let expected_code = if expected.passes(&self.config) {
+            XDP_PASS
+        } else {
+            XDP_DROP
+        };
         if reason != expected.reason || code != expected_code {
             return Err(format!(
                 "kernel said {code} ({reason:?}), userspace {expected_code} ({:?}) for {packet:02x?}",
@@ -151,35 +180,198 @@ fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
     use portguard_common::craft::{fragment, hop_by_hop, routing};
     let syn = TCP_SYN;
     vec![
-        ("syn to anywhere endpoint", Frame::ipv4(v4(9), HOST_V4).tcp(40000, 443, syn).build(), Reason::Endpoint),
-        ("syn to ssh from inside prefix", Frame::ipv4(v4(9), HOST_V4).tcp(40000, 22, syn).build(), Reason::Endpoint),
-        ("syn to ssh from outside", Frame::ipv4([198, 51, 100, 1], HOST_V4).tcp(40000, 22, syn).build(), Reason::SourceNotAllowed),
-        ("syn to closed port", Frame::ipv4(v4(9), HOST_V4).tcp(40000, 9999, syn).build(), Reason::PortClosed),
-        ("syn+ack", Frame::ipv4(v4(9), HOST_V4).tcp(40000, 9999, syn | TCP_ACK).build(), Reason::TcpNotNew),
-        ("ack", Frame::ipv4(v4(9), HOST_V4).tcp(40000, 9999, TCP_ACK).build(), Reason::TcpNotNew),
-        ("live grant", Frame::ipv4(v4(5), HOST_V4).tcp(40000, 5432, syn).build(), Reason::Grant),
-        ("expired grant", Frame::ipv4([192, 0, 2, 7], HOST_V4).tcp(40000, 5432, syn).build(), Reason::GrantExpired),
-        ("udp reply", Frame::ipv4([192, 0, 2, 53], HOST_V4).udp(53, 40000).build(), Reason::UdpReply),
-        ("stale udp flow", Frame::ipv4(v4(53), HOST_V4).udp(123, 40002).build(), Reason::PortClosed),
-        ("unsolicited udp", Frame::ipv4([192, 0, 2, 53], HOST_V4).udp(5555, 40000).build(), Reason::PortClosed),
-        ("vlan syn", Frame::ipv4(v4(9), HOST_V4).vlan(7).tcp(1, 443, syn).build(), Reason::Endpoint),
-        ("qinq syn", Frame::ipv4(v4(9), HOST_V4).qinq(7).vlan(8).tcp(1, 9999, syn).build(), Reason::PortClosed),
-        ("three vlan tags", Frame::ipv4(v4(9), HOST_V4).vlan(1).vlan(2).vlan(3).tcp(1, 443, syn).build(), Reason::TooManyVlanTags),
-        ("ipv4 options", Frame::ipv4(v4(9), HOST_V4).ipv4_options(&[1; 40]).tcp(1, 443, syn).build(), Reason::Endpoint),
-        ("ipv4 ihl 4", Frame::ipv4(v4(9), HOST_V4).ihl(4).tcp(1, 443, syn).build(), Reason::BadIpv4Header),
-        ("offset one fragment", Frame::ipv4(v4(9), HOST_V4).fragment(1, true).tcp(1, 9999, syn).build(), Reason::TinyFragmentOffset),
-        ("later fragment", Frame::ipv4(v4(9), HOST_V4).fragment(3, false).tcp(1, 9999, syn).build(), Reason::LaterFragment),
-        ("short first fragment", Frame::ipv4(v4(9), HOST_V4).fragment(0, true).tcp(1, 443, syn).clip_transport(12).build(), Reason::ShortFirstFragment),
-        ("ipv6 syn", Frame::ipv6(v6(9), v6(1)).tcp(1, 443, syn).build(), Reason::Endpoint),
-        ("ipv6 ext chain", Frame::ipv6(v6(9), v6(1)).ext(hop_by_hop(8)).ext(routing(24)).ext(fragment(0, false)).tcp(1, 9999, syn).build(), Reason::PortClosed),
-        ("ipv6 later fragment", Frame::ipv6(v6(9), v6(1)).ext(fragment(5, true)).tcp(1, 9999, syn).build(), Reason::LaterFragment),
-        ("ipv6 misplaced hop-by-hop", Frame::ipv6(v6(9), v6(1)).ext(routing(8)).ext(hop_by_hop(8)).tcp(1, 443, syn).build(), Reason::BadIpv6Extension),
-        ("icmp echo request", Frame::ipv4(v4(9), HOST_V4).icmp(8, 0).build(), Reason::IcmpBlocked),
-        ("icmp unreachable", Frame::ipv4(v4(9), HOST_V4).icmp(3, 4).build(), Reason::IcmpEssential),
-        ("neighbour solicitation", Frame::ipv6(v6(9), v6(1)).icmp(135, 0).build(), Reason::IcmpEssential),
-        ("arp", Frame::non_ip(0x0806).payload(28).build(), Reason::NonIp),
-        ("truncated tcp", Frame::ipv4(v4(9), HOST_V4).tcp(1, 443, syn).truncate(14 + 20 + 10).build(), Reason::TruncatedIpv4),
-        ("gre", Frame::ipv4(v4(9), HOST_V4).protocol(47, 8).build(), Reason::ProtocolNotAllowed),
+        (
+            "syn to anywhere endpoint",
+            Frame::ipv4(v4(9), HOST_V4).tcp(40000, 443, syn).build(),
+            Reason::Endpoint,
+        ),
+        (
+            "syn to ssh from inside prefix",
+            Frame::ipv4(v4(9), HOST_V4).tcp(40000, 22, syn).build(),
+            Reason::Endpoint,
+        ),
+        (
+            "syn to ssh from outside",
+            Frame::ipv4([198, 51, 100, 1], HOST_V4)
+                .tcp(40000, 22, syn)
+                .build(),
+            Reason::SourceNotAllowed,
+        ),
+        (
+            "syn to closed port",
+            Frame::ipv4(v4(9), HOST_V4).tcp(40000, 9999, syn).build(),
+            Reason::PortClosed,
+        ),
+        (
+            "syn+ack",
+            Frame::ipv4(v4(9), HOST_V4)
+                .tcp(40000, 9999, syn | TCP_ACK)
+                .build(),
+            Reason::TcpNotNew,
+        ),
+        (
+            "ack",
+            Frame::ipv4(v4(9), HOST_V4)
+                .tcp(40000, 9999, TCP_ACK)
+                .build(),
+            Reason::TcpNotNew,
+        ),
+        (
+            "live grant",
+            Frame::ipv4(v4(5), HOST_V4).tcp(40000, 5432, syn).build(),
+            Reason::Grant,
+        ),
+        (
+            "expired grant",
+            Frame::ipv4([192, 0, 2, 7], HOST_V4)
+                .tcp(40000, 5432, syn)
+                .build(),
+            Reason::GrantExpired,
+        ),
+        (
+            "udp reply",
+            Frame::ipv4([192, 0, 2, 53], HOST_V4).udp(53, 40000).build(),
+            Reason::UdpReply,
+        ),
+        (
+            "stale udp flow",
+            Frame::ipv4(v4(53), HOST_V4).udp(123, 40002).build(),
+            Reason::PortClosed,
+        ),
+        (
+            "unsolicited udp",
+            Frame::ipv4([192, 0, 2, 53], HOST_V4)
+                .udp(5555, 40000)
+                .build(),
+            Reason::PortClosed,
+        ),
+        (
+            "vlan syn",
+            Frame::ipv4(v4(9), HOST_V4).vlan(7).tcp(1, 443, syn).build(),
+            Reason::Endpoint,
+        ),
+        (
+            "qinq syn",
+            Frame::ipv4(v4(9), HOST_V4)
+                .qinq(7)
+                .vlan(8)
+                .tcp(1, 9999, syn)
+                .build(),
+            Reason::PortClosed,
+        ),
+        (
+            "three vlan tags",
+            Frame::ipv4(v4(9), HOST_V4)
+                .vlan(1)
+                .vlan(2)
+                .vlan(3)
+                .tcp(1, 443, syn)
+                .build(),
+            Reason::TooManyVlanTags,
+        ),
+        (
+            "ipv4 options",
+            Frame::ipv4(v4(9), HOST_V4)
+                .ipv4_options(&[1; 40])
+                .tcp(1, 443, syn)
+                .build(),
+            Reason::Endpoint,
+        ),
+        (
+            "ipv4 ihl 4",
+            Frame::ipv4(v4(9), HOST_V4).ihl(4).tcp(1, 443, syn).build(),
+            Reason::BadIpv4Header,
+        ),
+        (
+            "offset one fragment",
+            Frame::ipv4(v4(9), HOST_V4)
+                .fragment(1, true)
+                .tcp(1, 9999, syn)
+                .build(),
+            Reason::TinyFragmentOffset,
+        ),
+        (
+            "later fragment",
+            Frame::ipv4(v4(9), HOST_V4)
+                .fragment(3, false)
+                .tcp(1, 9999, syn)
+                .build(),
+            Reason::LaterFragment,
+        ),
+        (
+            "short first fragment",
+            Frame::ipv4(v4(9), HOST_V4)
+                .fragment(0, true)
+                .tcp(1, 443, syn)
+                .clip_transport(12)
+                .build(),
+            Reason::ShortFirstFragment,
+        ),
+        (
+            "ipv6 syn",
+            Frame::ipv6(v6(9), v6(1)).tcp(1, 443, syn).build(),
+            Reason::Endpoint,
+        ),
+        (
+            "ipv6 ext chain",
+            Frame::ipv6(v6(9), v6(1))
+                .ext(hop_by_hop(8))
+                .ext(routing(24))
+                .ext(fragment(0, false))
+                .tcp(1, 9999, syn)
+                .build(),
+            Reason::PortClosed,
+        ),
+        (
+            "ipv6 later fragment",
+            Frame::ipv6(v6(9), v6(1))
+                .ext(fragment(5, true))
+                .tcp(1, 9999, syn)
+                .build(),
+            Reason::LaterFragment,
+        ),
+        (
+            "ipv6 misplaced hop-by-hop",
+            Frame::ipv6(v6(9), v6(1))
+                .ext(routing(8))
+                .ext(hop_by_hop(8))
+                .tcp(1, 443, syn)
+                .build(),
+            Reason::BadIpv6Extension,
+        ),
+        (
+            "icmp echo request",
+            Frame::ipv4(v4(9), HOST_V4).icmp(8, 0).build(),
+            Reason::IcmpBlocked,
+        ),
+        (
+            "icmp unreachable",
+            Frame::ipv4(v4(9), HOST_V4).icmp(3, 4).build(),
+            Reason::IcmpEssential,
+        ),
+        (
+            "neighbour solicitation",
+            Frame::ipv6(v6(9), v6(1)).icmp(135, 0).build(),
+            Reason::IcmpEssential,
+        ),
+        (
+            "arp",
+            Frame::non_ip(0x0806).payload(28).build(),
+            Reason::NonIp,
+        ),
+        (
+            "truncated tcp",
+            Frame::ipv4(v4(9), HOST_V4)
+                .tcp(1, 443, syn)
+                .truncate(14 + 20 + 10)
+                .build(),
+            Reason::TruncatedIpv4,
+        ),
+        (
+            "gre",
+            Frame::ipv4(v4(9), HOST_V4).protocol(47, 8).build(),
+            Reason::ProtocolNotAllowed,
+        ),
     ]
 }
 
@@ -187,7 +379,9 @@ fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
 fn fixed_table_agrees_with_userspace_and_the_verdict_table() {
     let mut harness = Harness::new(MODE_ENFORCE);
     for (name, packet, want) in table() {
-        let got = harness.compare(&packet).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = harness
+            .compare(&packet)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got, want, "{name}");
     }
 }
@@ -237,9 +431,21 @@ fn generated_packets_agree_with_userspace() {
     for reason in Reason::ALL {
         eprintln!("  {:<32} {}", reason.name(), by_reason[reason as usize]);
     }
-    assert!(compared >= CASES * 9 / 10, "too many packets skipped: {skipped}");
+    assert!(
+        compared >= CASES * 9 / 10,
+        "too many packets skipped: {skipped}"
+    );
     // The generator must reach the verdict, not only the parser's refusals.
-    for reason in [Reason::Endpoint, Reason::SourceNotAllowed, Reason::PortClosed, Reason::Grant, Reason::UdpReply] {
-        assert!(by_reason[reason as usize] > 100, "too few packets judged {reason:?}");
+    for reason in [
+        Reason::Endpoint,
+        Reason::SourceNotAllowed,
+        Reason::PortClosed,
+        Reason::Grant,
+        Reason::UdpReply,
+    ] {
+        assert!(
+            by_reason[reason as usize] > 100,
+            "too few packets judged {reason:?}"
+        );
     }
 }

@@ -59,11 +59,28 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
     }
     setup::run()?;
 
-    cargo(&["fmt", "--all", "--", "--check"]).context("check formatting (run `cargo fmt --all`)")?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--features", "portguard-common/craft", "--", "-D", "warnings"])
-        .context("run clippy")?;
-    cargo(&["test", "--workspace", "--exclude", "portguard-tests", "--features", "portguard-common/craft"])
-        .context("run the unit tests")?;
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("check formatting (run `cargo fmt --all`)")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--features",
+        "portguard-common/craft",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .context("run clippy")?;
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "portguard-tests",
+        "--features",
+        "portguard-common/craft",
+    ])
+    .context("run the unit tests")?;
     if unit_only {
         return Ok(());
     }
@@ -78,8 +95,20 @@ fn bench(repeat: u32, runs: u32) -> anyhow::Result<()> {
     require_root("benchmarks (BPF_PROG_TEST_RUN)")?;
     setup::run()?;
     let (repeat, runs) = (repeat.to_string(), runs.to_string());
-    cargo(&["run", "--release", "-p", "portguard-tests", "--bin", "bench", "--", "--repeat", &repeat, "--runs", &runs])
-        .context("run the benchmarks")
+    cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "portguard-tests",
+        "--bin",
+        "bench",
+        "--",
+        "--repeat",
+        &repeat,
+        "--runs",
+        &runs,
+    ])
+    .context("run the benchmarks")
 }
 
 fn demo() -> anyhow::Result<()> {
@@ -100,7 +129,10 @@ fn demo() -> anyhow::Result<()> {
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
-    let uid = Command::new("id").arg("-u").output().context("run `id -u`")?;
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("run `id -u`")?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         bail!("{what} need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run again with sudo");
     }
@@ -126,5 +158,8 @@ fn env_cargo() -> String {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }

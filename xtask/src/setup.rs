@@ -23,16 +23,22 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     execute(Command::new("apt-get").arg("update").arg("-q"))?;
-    execute(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    execute(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
     .context("install Debian packages (needs root)")
 }
 
@@ -45,9 +51,17 @@ fn dpkg_installed(package: &str) -> bool {
 
 fn ebpf_toolchain() -> anyhow::Result<()> {
     let has_src = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+        });
     if !has_src {
         eprintln!("xtask: installing {EBPF_TOOLCHAIN} with rust-src");
         execute(Command::new("rustup").args([
@@ -66,7 +80,10 @@ fn ebpf_toolchain() -> anyhow::Result<()> {
         .output()
         .context("ask the eBPF toolchain for its version")?;
     let version = String::from_utf8_lossy(&version.stdout);
-    let llvm = version.lines().find_map(|l| l.strip_prefix("LLVM version: ")).unwrap_or("unknown");
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
     if !llvm.starts_with(&format!("{EBPF_LLVM_MAJOR}.")) {
         bail!(
             "{EBPF_TOOLCHAIN} reports LLVM {llvm}, but bpf-linker {BPF_LINKER_VERSION} is built \
@@ -81,20 +98,30 @@ fn bpf_linker() -> anyhow::Result<()> {
         .arg("--version")
         .stdout(Stdio::piped())
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        });
     if present {
         return Ok(());
     }
     eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
-    execute(Command::new("cargo")
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("LLVM_PREFIX", LLVM_PREFIX))
+    execute(
+        Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
     .context("install bpf-linker")
 }
 
 fn execute(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
