@@ -8,3 +8,4 @@ pub mod interfaces;
 pub mod loader;
 pub mod policy;
 pub mod run;
+pub mod tokens;
