@@ -5,12 +5,12 @@ use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use portguard_common::maps::{
-    Addr, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey,
-    EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE, MODE_MONITOR,
-    PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
+    Addr, CONFIG_CUT_PORTS, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4,
+    ENDPOINT_ANY_V6, EndpointKey, EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES,
+    MODE_ENFORCE, MODE_MONITOR, PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
 };
 
-use crate::policy::{IcmpPolicy, Mode, Policy, PortRange, Protocol};
+use crate::policy::{IcmpPolicy, Mode, OnExpiry, Policy, PortRange, Protocol};
 
 /// Name of the rule that opens the agent's own auth endpoint.
 pub const AUTH_RULE: &str = "auth";
@@ -28,6 +28,8 @@ pub struct PrefixEntry {
 pub struct MapEntries {
     pub endpoints: HashMap<EndpointKey, EndpointValue>,
     pub prefixes: Vec<PrefixEntry>,
+    /// Ports whose gates cut established connections when their grants end.
+    pub cut_ports: Vec<EndpointKey>,
     pub config: Config,
     /// Rule names by index: the policy's endpoints, then the auth endpoint when there is one.
     pub rules: Vec<String>,
@@ -56,7 +58,7 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
             generation,
             udp_reply_ttl_ns: policy.guard.udp_reply_ttl.as_nanos() as u64,
             events_per_source_per_sec: DEFAULT_EVENTS_PER_SOURCE_PER_SEC,
-            _pad: 0,
+            flags: 0,
         },
         ..MapEntries::default()
     };
@@ -94,6 +96,16 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
     for opening in &openings {
         let rule = rule_index(&mut entries.rules, opening.name);
         add_opening(&mut entries, opening, rule);
+    }
+    for gate in policy.gates.iter().filter(|g| g.on_expiry == OnExpiry::Cut) {
+        for port in gate.ports.first..=gate.ports.last {
+            entries
+                .cut_ports
+                .push(EndpointKey::new(gate.protocol.number(), port));
+        }
+    }
+    if !entries.cut_ports.is_empty() {
+        entries.config.flags |= CONFIG_CUT_PORTS;
     }
     debug_assert!(entries.prefixes.len() <= MAX_ENDPOINT_PREFIXES as usize);
     entries

@@ -10,6 +10,8 @@ pub const MAX_ENDPOINTS: u32 = 131_072;
 pub const MAX_ENDPOINT_PREFIXES: u32 = 65_536;
 /// Capacity of the grants hash.
 pub const MAX_GRANTS: u32 = 131_072;
+/// Capacity of the set of ports whose gates cut established connections.
+pub const MAX_CUT_PORTS: u32 = 65_536;
 /// Capacity of the LRU table of the host's own outbound UDP flows.
 pub const MAX_UDP_FLOWS: u32 = 65_536;
 /// Capacity of the LRU table of per-source event budgets.
@@ -169,8 +171,13 @@ pub struct Config {
     pub udp_reply_ttl_ns: u64,
     /// Events a source may cause per second before they are suppressed; 0 means the default.
     pub events_per_source_per_sec: u32,
-    pub _pad: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
 }
+
+/// Some gate cuts established connections when its grants end: TCP segments to the ports in
+/// [`crate::map_names::CUT_PORTS`] need a live grant, not only new connections.
+pub const CONFIG_CUT_PORTS: u32 = 1;
 
 pub const MODE_ENFORCE: u32 = 0;
 pub const MODE_MONITOR: u32 = 1;

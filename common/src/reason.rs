@@ -33,6 +33,9 @@ pub enum Reason {
     ProtocolNotAllowed = 19,
     /// A granted port whose grant has expired.
     GrantExpired = 20,
+    /// A segment of an established TCP connection to a port whose gate cuts connections when
+    /// their grant ends, from a source without a live grant.
+    GrantEnded = 21,
 
     TruncatedEthernet = 32,
     TruncatedVlan = 33,
@@ -63,7 +66,7 @@ impl Reason {
     pub const FIRST_MALFORMED: u8 = 32;
 
     /// Every reason, in code order.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::NonIp,
         Reason::TcpNotNew,
         Reason::Endpoint,
@@ -77,6 +80,7 @@ impl Reason {
         Reason::IcmpBlocked,
         Reason::ProtocolNotAllowed,
         Reason::GrantExpired,
+        Reason::GrantEnded,
         Reason::TruncatedEthernet,
         Reason::TruncatedVlan,
         Reason::TooManyVlanTags,
@@ -135,6 +139,7 @@ impl Reason {
             Reason::IcmpBlocked => "icmp_blocked",
             Reason::ProtocolNotAllowed => "protocol_not_allowed",
             Reason::GrantExpired => "grant_expired",
+            Reason::GrantEnded => "grant_ended",
             Reason::TruncatedEthernet => "truncated_ethernet",
             Reason::TruncatedVlan => "truncated_vlan",
             Reason::TooManyVlanTags => "too_many_vlan_tags",

@@ -4,9 +4,9 @@
 use crate::{
     Reason,
     maps::{
-        Config, DEFAULT_UDP_REPLY_TTL_NS, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey,
-        EndpointValue, FlowKey, GrantKey, GrantValue, ICMP_ALL, MODE_MONITOR, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PrefixKeyData,
+        CONFIG_CUT_PORTS, Config, DEFAULT_UDP_REPLY_TTL_NS, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6,
+        EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue, ICMP_ALL, MODE_MONITOR,
+        PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PrefixKeyData,
     },
     packet::{Headers, Packet, TCP_ACK, TCP_SYN, parse},
 };
@@ -17,6 +17,8 @@ pub trait GuardMaps {
     /// Longest-prefix match of a full-length key (protocol, port and the whole address).
     fn endpoint_prefix(&self, key: &PrefixKeyData) -> Option<u32>;
     fn grant(&self, key: &GrantKey) -> Option<GrantValue>;
+    /// Whether established connections to this port end with their grant.
+    fn cut_port(&self, key: &EndpointKey) -> bool;
     /// When the host last sent on this UDP flow (coarse monotonic ns).
     fn udp_flow(&self, key: &FlowKey) -> Option<u64>;
     /// Now, in `CLOCK_BOOTTIME` ns (grant expiry).
@@ -68,6 +70,9 @@ pub fn decide<M: GuardMaps>(headers: &Headers, config: &Config, maps: &M) -> Dec
             // Only a SYN without ACK opens a connection; the rest belongs to connections the
             // kernel knows, or is answered by it with a RST.
             if headers.tcp_flags & TCP_SYN == 0 || headers.tcp_flags & TCP_ACK != 0 {
+                if config.flags & CONFIG_CUT_PORTS != 0 && is_cut(headers, maps) {
+                    return Decision::of(Reason::GrantEnded);
+                }
                 return Decision::of(Reason::TcpNotNew);
             }
             port_decision(headers, maps)
@@ -125,6 +130,19 @@ fn port_decision<M: GuardMaps>(headers: &Headers, maps: &M) -> Decision {
         },
         Some(_) => Decision::of(Reason::GrantExpired),
         None => Decision::of(Reason::PortClosed),
+    }
+}
+
+/// Whether a TCP segment belongs to a connection whose grant has ended, on a port that cuts.
+#[inline(always)]
+fn is_cut<M: GuardMaps>(headers: &Headers, maps: &M) -> bool {
+    let port = headers.destination_port;
+    if !maps.cut_port(&EndpointKey::new(headers.protocol, port)) {
+        return false;
+    }
+    match maps.grant(&GrantKey::new(headers.source, headers.protocol, port)) {
+        Some(grant) => grant.expires_boot_ns <= maps.boot_ns(),
+        None => true,
     }
 }
 

@@ -341,3 +341,37 @@ fn allowed_packets_pass_in_both_modes() {
     let got = decision(&from_peer_v4().tcp(1, 22, TCP_SYN));
     assert!(got.passes(&enforce()) && got.passes(&monitor));
 }
+
+#[test]
+fn established_connection_to_cut_port_ends_with_its_grant() {
+    let ack = |source: [u8; 4]| {
+        Frame::ipv4(source, HOST_V4)
+            .tcp(40000, 5432, TCP_ACK)
+            .build()
+    };
+    let maps = sample();
+    assert_eq!(
+        judge_bytes(&ack([10, 0, 0, 5]), &maps, &enforce()).reason,
+        Reason::TcpNotNew
+    );
+    assert_eq!(
+        judge_bytes(&ack([192, 0, 2, 7]), &maps, &enforce()).reason,
+        Reason::GrantEnded
+    );
+    assert_eq!(
+        judge_bytes(&ack([10, 0, 0, 99]), &maps, &enforce()).reason,
+        Reason::GrantEnded
+    );
+}
+
+#[test]
+fn established_connections_are_kept_without_a_cut_gate() {
+    let ack = Frame::ipv4([10, 0, 0, 99], HOST_V4)
+        .tcp(40000, 5432, TCP_ACK)
+        .build();
+    let keep = Config::default();
+    assert_eq!(
+        judge_bytes(&ack, &sample(), &keep).reason,
+        Reason::TcpNotNew
+    );
+}

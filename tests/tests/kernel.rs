@@ -13,7 +13,7 @@ use portguard::{
 use portguard_common::{
     Reason,
     craft::{Frame, ModelMaps, arb_packet},
-    maps::{Config, ICMP_ESSENTIAL, MODE_ENFORCE, MODE_MONITOR},
+    maps::{CONFIG_CUT_PORTS, Config, ICMP_ESSENTIAL, MODE_ENFORCE, MODE_MONITOR},
     packet::{Headers, TCP_ACK, TCP_SYN},
     program_names,
     verdict::{Decision, judge},
@@ -55,7 +55,7 @@ impl Harness {
             generation: 1,
             udp_reply_ttl_ns: UDP_REPLY_TTL_NS,
             events_per_source_per_sec: 0,
-            _pad: 0,
+            flags: CONFIG_CUT_PORTS,
         };
 
         let mut guard = Guard::load().expect("load the guard (root, kernel with BTF)");
@@ -70,6 +70,7 @@ impl Harness {
                     rule,
                 })
                 .collect(),
+            cut_ports: model.cut_ports.iter().copied().collect(),
             config,
             rules: Vec::new(),
         };
@@ -353,6 +354,27 @@ fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
             "neighbour solicitation",
             Frame::ipv6(v6(9), v6(1)).icmp(135, 0).build(),
             Reason::IcmpEssential,
+        ),
+        (
+            "ack to a cut port with a live grant",
+            Frame::ipv4(v4(5), HOST_V4)
+                .tcp(40000, 5432, TCP_ACK)
+                .build(),
+            Reason::TcpNotNew,
+        ),
+        (
+            "ack to a cut port, grant expired",
+            Frame::ipv4([192, 0, 2, 7], HOST_V4)
+                .tcp(40000, 5432, TCP_ACK)
+                .build(),
+            Reason::GrantEnded,
+        ),
+        (
+            "ack to a cut port, no grant",
+            Frame::ipv4(v4(9), HOST_V4)
+                .tcp(40000, 5432, TCP_ACK)
+                .build(),
+            Reason::GrantEnded,
         ),
         (
             "arp",

@@ -55,6 +55,8 @@ pub struct ModelMaps {
     pub grants: HashMap<GrantKey, GrantValue>,
     /// When the host last sent on each flow (coarse monotonic ns).
     pub udp_flows: HashMap<FlowKey, u64>,
+    /// Ports whose gates cut established connections when their grant ends.
+    pub cut_ports: std::collections::HashSet<EndpointKey>,
     /// Now, in `CLOCK_BOOTTIME` ns.
     pub boot_ns: u64,
     /// Now, in coarse `CLOCK_MONOTONIC` ns.
@@ -107,6 +109,12 @@ impl ModelMaps {
         self
     }
 
+    /// Makes established TCP connections to `port` end with their grant.
+    pub fn with_cut_port(mut self, protocol: u8, port: u16) -> Self {
+        self.cut_ports.insert(EndpointKey::new(protocol, port));
+        self
+    }
+
     pub fn with_grant(
         mut self,
         source: Addr,
@@ -153,6 +161,7 @@ impl ModelMaps {
     ///   IPv6 only;
     /// - TCP 5432 granted to 10.0.0.5 and 2001:db8::5, expired for 192.0.2.7; TCP 8080
     ///   granted to 192.0.2.10, expired for 2001:db8::10; UDP 8080 granted to 10.0.0.5;
+    ///   established connections to TCP 5432 end with their grant (`on_expiry = "cut"`);
     /// - UDP flows from local 40000 to 192.0.2.53:53 and 40001 to [2001:db8::53]:53, fresh,
     ///   and 40002 to 10.0.0.53:123, stale.
     pub fn sample(boot_ns: u64, coarse_ns: u64) -> Self {
@@ -173,6 +182,7 @@ impl ModelMaps {
             .with_endpoint(PROTO_UDP, 53, 3, ENDPOINT_ANY_V4)
             .with_prefix(PROTO_UDP, 53, v6_53_net, 48, 3)
             .with_endpoint(PROTO_UDP, 443, 4, ENDPOINT_ANY_V6)
+            .with_cut_port(PROTO_TCP, 5432)
             .with_grant(ipv4_mapped([10, 0, 0, 5]), PROTO_TCP, 5432, live, 100)
             .with_grant(v6_5, PROTO_TCP, 5432, live, 101)
             .with_grant(ipv4_mapped([192, 0, 2, 7]), PROTO_TCP, 5432, expired, 102)
@@ -209,6 +219,10 @@ fn key_bytes(data: &PrefixKeyData) -> [u8; 20] {
 }
 
 impl GuardMaps for ModelMaps {
+    fn cut_port(&self, key: &EndpointKey) -> bool {
+        self.cut_ports.contains(key)
+    }
+
     fn endpoint(&self, key: &EndpointKey) -> Option<EndpointValue> {
         self.endpoints.get(key).copied()
     }

@@ -28,8 +28,12 @@ pub fn sample() -> ModelMaps {
 }
 
 /// Enforce mode, essential ICMP only.
+/// Enforce mode, with the flag the sample's cut port (TCP 5432) needs.
 pub fn enforce() -> Config {
-    Config::default()
+    Config {
+        flags: portguard_common::maps::CONFIG_CUT_PORTS,
+        ..Config::default()
+    }
 }
 
 pub fn judge_bytes(bytes: &[u8], maps: &ModelMaps, config: &Config) -> Decision {
