@@ -4,7 +4,9 @@
 pub mod check;
 pub mod compile;
 pub mod events;
+pub mod grants;
 pub mod interfaces;
+pub mod issuers;
 pub mod loader;
 pub mod policy;
 pub mod run;

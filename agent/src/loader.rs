@@ -167,6 +167,18 @@ impl Guard {
         grants.insert(key, value, 0).map_err(map_error(name))
     }
 
+    /// Closes a port for a source (the grant was revoked or has expired).
+    pub fn remove_grant(&mut self, key: &GrantKey) -> Result<(), LoadError> {
+        let name = map_names::GRANTS;
+        let mut grants: HashMap<_, GrantKey, GrantValue> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
+                .map_err(map_error(name))?;
+        match grants.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(error) => Err(map_error(name)(error)),
+        }
+    }
+
     /// Records an outbound UDP flow as the egress program would (tests and benchmarks).
     pub fn insert_udp_flow(&mut self, key: &FlowKey, last_sent_ns: u64) -> Result<(), LoadError> {
         let name = map_names::UDP_FLOWS;
