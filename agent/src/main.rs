@@ -1,11 +1,17 @@
-//! The `portguard` binary: the daemon (`run`) and the operator's commands.
+//! The `portguard` binary: the daemon (`run`) and the operator's and clients' commands.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use portguard::{check, run};
+use portguard::{
+    check,
+    control::{self, DEFAULT_SOCKET, Request},
+    open::{OpenRequest, open},
+    run::{RunOptions, run},
+};
 
-/// Keeps every port of this host shut, except the declared endpoints.
+/// Keeps every port of this host shut, except the declared endpoints and what valid access
+/// tokens open.
 #[derive(Debug, Parser)]
 #[command(name = "portguard", version, about, long_about = None)]
 struct Cli {
@@ -15,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the guard: load the policy, attach to its interfaces, log events (needs root).
+    /// Run the guard: load the policy, attach to its interfaces, serve the auth endpoint, log
+    /// events (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
     Run {
         /// The policy file.
         #[arg(
@@ -24,6 +31,16 @@ enum Command {
             env = "PORTGUARD_POLICY"
         )]
         policy: PathBuf,
+        /// Where the grant ledger is kept.
+        #[arg(
+            long,
+            default_value = "/var/lib/portguard",
+            env = "PORTGUARD_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+        /// The control socket the CLI talks to.
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
     },
     /// Validate a policy file without touching the kernel; exits 1 when it has errors.
     Check {
@@ -38,6 +55,40 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// List or revoke the running agent's grants.
+    Grants {
+        #[command(subcommand)]
+        action: GrantsAction,
+        /// The running agent's control socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
+    },
+    /// Ask an agent for a grant: present an access token at its auth endpoint.
+    Open {
+        /// The agent's auth endpoint, e.g. https://host.example.com:8443
+        url: String,
+        /// A file holding the access token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// A port to open, as PORT/tcp or PORT/udp (repeat for more); default: every port
+        /// the token's scopes open.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// Ask for a shorter grant than the token and the gate allow, e.g. 10m.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Extra CA certificates (PEM) to trust for the auth endpoint.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsAction {
+    /// Print the live grants as JSON, one per line.
+    List,
+    /// End a grant now.
+    Revoke { id: String },
 }
 
 fn main() -> ExitCode {
@@ -50,10 +101,34 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run { policy } => run::run(&policy),
+    let result = match Cli::parse().command {
+        Command::Run {
+            policy,
+            state_dir,
+            control_socket,
+        } => run(&RunOptions {
+            policy,
+            state_dir,
+            control_socket,
+        }),
         Command::Check { policy, strict } => check::check(&policy, strict),
+        Command::Grants {
+            action,
+            control_socket,
+        } => grants(action, &control_socket),
+        Command::Open {
+            url,
+            token_file,
+            ports,
+            ttl,
+            ca,
+        } => open(&OpenRequest {
+            url: &url,
+            token_file: &token_file,
+            ports: &ports,
+            ttl: ttl.as_deref(),
+            ca: ca.as_deref(),
+        }),
     };
     match result {
         Ok(code) => code,
@@ -62,4 +137,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn grants(action: GrantsAction, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let request = match action {
+        GrantsAction::List => Request::GrantsList,
+        GrantsAction::Revoke { id } => Request::GrantsRevoke { id },
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(control::ask(socket, &request))?;
+    match &request {
+        Request::GrantsList => {
+            for grant in answer["grants"].as_array().into_iter().flatten() {
+                println!("{grant}");
+            }
+        }
+        Request::GrantsRevoke { id } => println!("grant {id} revoked"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

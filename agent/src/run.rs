@@ -1,40 +1,62 @@
-//! `portguard run`: the daemon. Validates the policy, loads and fills the kernel maps,
-//! attaches to the policy's interfaces, logs flow events, and detaches on SIGTERM.
+//! `portguard run`: the daemon. In order: validate the policy; load and fill the kernel maps;
+//! attach to the policy's interfaces; restore live grants from the ledger; fetch the issuers'
+//! keys; serve the auth endpoint and the control socket; log what the kernel decides; detach
+//! on SIGTERM.
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use portguard_common::{Reason, maps::Counters};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
 
 use crate::{
+    api,
     check::describe,
-    compile::compile,
+    compile::{MapEntries, compile},
+    control,
+    engine::{Engine, SharedEngine},
     events::{Event, EventLog, FlowReader},
+    grants::{GrantBook, Restored},
     interfaces,
+    issuers::Issuers,
     loader::Guard,
-    policy::{Mode, Policy, SessionEnv},
+    policy::{Policy, SessionEnv},
+    tokens::Validator,
 };
 
 /// How often the kernel's count of lost events is checked.
 const LOST_EVENTS_INTERVAL: Duration = Duration::from_secs(1);
+/// Clock skew tolerated on token times.
+const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
 
-pub fn run(policy_path: &Path) -> anyhow::Result<ExitCode> {
+/// Where the daemon keeps its state and listens for the CLI.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+}
+
+pub fn run(options: &RunOptions) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?
-        .block_on(serve(policy_path))
+        .block_on(serve(options))
 }
 
-async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
+async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
+    let policy_path = options.policy.as_path();
     let stdout_only = EventLog::open(None)?;
     stdout_only.emit(
         Event::new("agent.started")
@@ -54,38 +76,110 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let log = EventLog::open(policy.events.file.as_deref())?;
-    let warnings: Vec<String> = policy
-        .warnings(&SessionEnv::from_process())
-        .into_iter()
-        .map(|w| {
-            format!(
-                "{}:{}:{}: {}",
-                policy_path.display(),
-                w.line,
-                w.column,
-                w.message
-            )
-        })
-        .collect();
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
+    let tls = match &policy.auth {
+        Some(auth) => Some(
+            api::server_config(&auth.tls_cert, &auth.tls_key)
+                .context("load the auth endpoint's TLS files")?,
+        ),
+        None => None,
+    };
 
     // 2. Load, fill the maps, then attach: the programs never run on half a policy.
     let generation = 1;
     let entries = compile(&policy, generation);
     let mut guard = Guard::load().context("load the guard")?;
     guard.apply(&entries).context("fill the guard's maps")?;
-    log.emit(
-        Event::new("policy.loaded")
-            .with("policy", policy_path)
-            .with("generation", generation)
-            .with("mode", mode_name(policy.guard.mode))
-            .with("endpoints", policy.endpoints.len())
-            .with("rules", &entries.rules)
-            .with("warnings", &warnings),
-    );
+    log.emit(loaded(&policy, &entries, generation));
+    let names = attach(&mut guard, &policy, &log)?;
 
+    // 3. Grants still live in the ledger are enforced again.
+    let now = SystemTime::now();
+    let (book, restored) = match GrantBook::open(&options.state_dir, &mut guard, now) {
+        Ok(opened) => opened,
+        Err(error) => {
+            guard.detach_all();
+            return Err(error).context("open the grant ledger");
+        }
+    };
+    report_restored(&log, &restored);
+    let ring = guard.take_events()?;
+    let engine = SharedEngine::new(Engine {
+        kernel: Box::new(guard),
+        book,
+    });
+
+    // 4-5. Issuers, the auth endpoint, the control socket, the kernel's events, expiry.
+    let mut tasks = JoinSet::new();
+    let rules = Arc::new(RwLock::new(entries.rules.clone()));
+    let reader =
+        FlowReader::new(ring, log.clone(), rules, names).context("watch the event ring buffer")?;
+    tasks.spawn(async move {
+        if let Err(error) = reader.run().await {
+            tracing::error!(%error, "reading the kernel's events stopped");
+        }
+    });
+    tasks.spawn(crate::engine::watch_expiry(engine.clone(), log.clone()));
+    let control = control::bind(&options.control_socket)?;
+    tasks.spawn(control::serve(control, engine.clone(), log.clone()));
+    if let (Some(auth), Some(tls)) = (&policy.auth, tls) {
+        let issuers = Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?;
+        tasks.spawn(issuers.clone().run(log.clone()));
+        let app = api::App {
+            validator: Arc::new(Validator::new(auth.audience.clone(), TOKEN_LEEWAY)),
+            issuers,
+            gates: policy.gates.clone().into(),
+            engine: engine.clone(),
+            log: log.clone(),
+            limiter: Arc::new(api::RateLimiter::new(
+                api::Limits::default().requests_burst,
+                api::Limits::default().requests_per_second,
+            )),
+        };
+        let limits = api::Limits::default();
+        let router = api::router(app, &limits);
+        for listener in api::bind(&auth.listen)
+            .await
+            .context("listen on the auth endpoint")?
+        {
+            let address = listener.local_addr()?;
+            log.emit(Event::new("auth.listening").with("address", address.to_string()));
+            tasks.spawn(api::serve(
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls.clone()),
+                router.clone(),
+                limits.clone(),
+            ));
+        }
+    }
+
+    let outcome = wait_for_stop(&engine, &log, policy_path).await;
+
+    // 6. Stop: detach everything this agent attached. Live grants stay in the ledger.
+    tasks.abort_all();
+    let mut engine = engine.lock();
+    let mut stopping =
+        Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error"));
+    if let Ok(counters) = engine.kernel.counters() {
+        stopping = stopping.with("packets", packets_by_reason(&counters));
+    }
+    log.emit(stopping);
+    for interface in engine.kernel.detach_all() {
+        log.emit(
+            Event::new("guard.detached")
+                .with("interface", interface.name)
+                .with("ifindex", interface.index),
+        );
+    }
+    let _ = std::fs::remove_file(&options.control_socket);
+    outcome.map(|_| ExitCode::SUCCESS)
+}
+
+/// Attaches to every interface the policy names, or to none at all.
+fn attach(
+    guard: &mut Guard,
+    policy: &Policy,
+    log: &EventLog,
+) -> anyhow::Result<Arc<RwLock<HashMap<u32, String>>>> {
     let wanted =
         interfaces::resolve(&policy.guard.interfaces).context("find the interfaces to guard")?;
     let names: Arc<RwLock<HashMap<u32, String>>> = Arc::default();
@@ -102,43 +196,70 @@ async fn serve(policy_path: &Path) -> anyhow::Result<ExitCode> {
                 .with("interface", &interface.name)
                 .with("ifindex", interface.index)
                 .with("xdp_mode", attachment.mode.as_str())
-                .with("mode", mode_name(policy.guard.mode)),
+                .with("mode", policy.guard.mode.as_str()),
         );
         names
             .write()
             .expect("interface names lock")
             .insert(interface.index, interface.name.clone());
     }
+    Ok(names)
+}
 
-    // 3. Report what the kernel decides.
-    let rules = Arc::new(RwLock::new(entries.rules.clone()));
-    let reader = FlowReader::new(guard.take_events()?, log.clone(), rules, names)
-        .context("watch the event ring buffer")?;
-    let reader = tokio::spawn(reader.run());
-
-    let outcome = wait_for_stop(&mut guard, &log, policy_path).await;
-
-    // 4. Stop: detach everything this agent attached.
-    let mut stopping =
-        Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error"));
-    if let Ok(counters) = guard.counters() {
-        stopping = stopping.with("packets", packets_by_reason(&counters));
+fn loaded(policy: &Policy, entries: &MapEntries, generation: u64) -> Event {
+    let warnings: Vec<String> = policy
+        .warnings(&SessionEnv::from_process())
+        .into_iter()
+        .map(|w| {
+            format!(
+                "{}:{}:{}: {}",
+                policy.path.display(),
+                w.line,
+                w.column,
+                w.message
+            )
+        })
+        .collect();
+    for warning in &warnings {
+        tracing::warn!("{warning}");
     }
-    log.emit(stopping);
-    reader.abort();
-    for interface in guard.detach_all() {
+    Event::new("policy.loaded")
+        .with("policy", &policy.path)
+        .with("generation", generation)
+        .with("mode", policy.guard.mode.as_str())
+        .with("endpoints", policy.endpoints.len())
+        .with(
+            "gates",
+            policy
+                .gates
+                .iter()
+                .map(|g| g.name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .with("rules", &entries.rules)
+        .with("warnings", &warnings)
+}
+
+fn report_restored(log: &EventLog, restored: &Restored) {
+    if let Some((aside, why)) = &restored.set_aside {
+        tracing::error!(path = %aside.display(), %why, "the grant ledger was unreadable and was set aside");
         log.emit(
-            Event::new("guard.detached")
-                .with("interface", interface.name)
-                .with("ifindex", interface.index),
+            Event::new("ledger.corrupt")
+                .with("set_aside_as", aside)
+                .with("reason", why),
         );
     }
-    outcome.map(|_| ExitCode::SUCCESS)
+    for grant in &restored.live {
+        log.emit(grant.event("grant.opened").with("restored", true));
+    }
+    for grant in &restored.expired {
+        log.emit(grant.event("grant.expired").with("while_stopped", true));
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, reporting lost events on the way. Returns the signal's name.
 async fn wait_for_stop(
-    guard: &mut Guard,
+    engine: &SharedEngine,
     log: &EventLog,
     policy_path: &Path,
 ) -> anyhow::Result<String> {
@@ -155,13 +276,15 @@ async fn wait_for_stop(
             _ = hangup.recv() => {
                 // Live reload arrives with the systemd integration; until then a changed
                 // policy is validated and the operator told to restart.
-                match Policy::load(policy_path) {
-                    Ok(_) => log.emit(rejected(policy_path, "reload is not supported yet: restart portguard to apply a new policy")),
-                    Err(error) => log.emit(rejected(policy_path, &describe(error))),
-                }
+                let reason = match Policy::load(policy_path) {
+                    Ok(_) => "reload is not supported yet: restart portguard to apply a new policy".to_owned(),
+                    Err(error) => describe(error),
+                };
+                log.emit(rejected(policy_path, &reason));
             }
             _ = ticker.tick() => {
-                match guard.counters() {
+                let counters = engine.lock().kernel.counters();
+                match counters {
                     Ok(counters) if counters.events_lost > lost_reported => {
                         log.emit(Event::new("events.lost").with("count", counters.events_lost - lost_reported));
                         lost_reported = counters.events_lost;
@@ -192,11 +315,4 @@ fn rejected(policy_path: &Path, reason: &str) -> Event {
     Event::new("policy.rejected")
         .with("policy", policy_path)
         .with("reason", reason.trim_end())
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Enforce => "enforce",
-        Mode::Monitor => "monitor",
-    }
 }

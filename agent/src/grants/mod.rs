@@ -134,6 +134,12 @@ pub trait GrantMap {
     fn write(&mut self, key: &GrantKey, value: Option<&GrantValue>) -> Result<(), LoadError>;
 }
 
+impl<T: GrantMap + ?Sized> GrantMap for &mut T {
+    fn write(&mut self, key: &GrantKey, value: Option<&GrantValue>) -> Result<(), LoadError> {
+        (**self).write(key, value)
+    }
+}
+
 impl GrantMap for Guard {
     fn write(&mut self, key: &GrantKey, value: Option<&GrantValue>) -> Result<(), LoadError> {
         match value {
@@ -170,7 +176,7 @@ impl GrantBook {
     /// Opens the ledger in `state_dir` and restores the grants still live into `map`.
     pub fn open(
         state_dir: &Path,
-        map: &mut impl GrantMap,
+        map: &mut (impl GrantMap + ?Sized),
         now: SystemTime,
     ) -> Result<(Self, Restored), GrantError> {
         let (ledger, restored) = Ledger::open(state_dir, now).map_err(GrantError::Ledger)?;
@@ -196,7 +202,7 @@ impl GrantBook {
     pub fn open_grant(
         &mut self,
         mut grant: Grant,
-        map: &mut impl GrantMap,
+        map: &mut (impl GrantMap + ?Sized),
         now: SystemTime,
     ) -> Result<Opened, GrantError> {
         let same = self.grants.values_mut().find(|g| {
@@ -232,7 +238,7 @@ impl GrantBook {
     pub fn revoke(
         &mut self,
         id: &str,
-        map: &mut impl GrantMap,
+        map: &mut (impl GrantMap + ?Sized),
         now: SystemTime,
     ) -> Result<Grant, GrantError> {
         let grant = self
@@ -249,7 +255,7 @@ impl GrantBook {
     /// returns them, for their `grant.expired` events.
     pub fn expire(
         &mut self,
-        map: &mut impl GrantMap,
+        map: &mut (impl GrantMap + ?Sized),
         now: SystemTime,
     ) -> Result<Vec<Grant>, GrantError> {
         let ids: Vec<String> = self
@@ -284,7 +290,7 @@ impl GrantBook {
     /// it, or no entry.
     fn sync(
         &self,
-        map: &mut impl GrantMap,
+        map: &mut (impl GrantMap + ?Sized),
         keys: &[GrantKey],
         now: SystemTime,
     ) -> Result<(), GrantError> {

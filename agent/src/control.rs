@@ -1,0 +1,159 @@
+//! The control socket: a Unix socket, root only (mode 0600), that the CLI uses to ask the
+//! running agent for its grants and to revoke one. One JSON request per line, one JSON answer
+//! per line.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{engine::SharedEngine, events::EventLog};
+
+pub const DEFAULT_SOCKET: &str = "/run/portguard/control.sock";
+/// Longest request line read; longer ones close the connection.
+const MAX_REQUEST_BYTES: usize = 4096;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    GrantsList,
+    GrantsRevoke { id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("create control socket {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "connect to the agent's control socket {path} (is `portguard run` running, and are you root?)"
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talk to the agent")]
+    Io(#[source] std::io::Error),
+    #[error("the agent's answer is not understood")]
+    Answer(#[source] serde_json::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Binds the socket, replacing a stale one, readable and writable by its owner only. A
+/// socket that still answers belongs to another running agent: that is an error.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let error = |source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another portguard agent answers on it (give this one --control-socket)",
+        )));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+    Ok(listener)
+}
+
+/// Answers requests until the task is dropped.
+pub async fn serve(listener: UnixListener, engine: SharedEngine, log: EventLog) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (engine, log) = (engine.clone(), log.clone());
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &engine, &log).await {
+                tracing::debug!(%error, "control connection");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, engine: &SharedEngine, log: &EventLog) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 * 16)).lines();
+    // An idle client is dropped after 30 s.
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+        let Some(line) = next? else { break };
+        if line.len() > MAX_REQUEST_BYTES {
+            break;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => handle(request, engine, log),
+            Err(error) => json!({ "ok": false, "error": format!("bad request: {error}") }),
+        };
+        let mut text = reply.to_string();
+        text.push('\n');
+        write.write_all(text.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+fn handle(request: Request, engine: &SharedEngine, log: &EventLog) -> Value {
+    match request {
+        Request::GrantsList => json!({ "ok": true, "grants": engine.grants() }),
+        Request::GrantsRevoke { id } => match engine.revoke(&id, SystemTime::now()) {
+            Ok(grant) => {
+                log.emit(grant.event("grant.revoked").with("by", "operator"));
+                json!({ "ok": true, "grant": grant })
+            }
+            Err(error) => json!({ "ok": false, "error": error.to_string() }),
+        },
+    }
+}
+
+/// Sends one request to the agent and returns its answer (`ok: true`), or its refusal.
+pub async fn ask(path: &Path, request: &Request) -> Result<Value, ControlError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(request).map_err(ControlError::Answer)?;
+    text.push('\n');
+    write
+        .write_all(text.as_bytes())
+        .await
+        .map_err(ControlError::Io)?;
+
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(ControlError::Io)?;
+    let answer: Value = serde_json::from_str(&line).map_err(ControlError::Answer)?;
+    if answer["ok"] == Value::Bool(true) {
+        Ok(answer)
+    } else {
+        Err(ControlError::Refused(
+            answer["error"].as_str().unwrap_or("refused").to_owned(),
+        ))
+    }
+}
