@@ -165,3 +165,6 @@ pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
     }
     Ok(listeners)
 }
+
+#[cfg(test)]
+mod tests;

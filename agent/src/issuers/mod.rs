@@ -23,8 +23,7 @@ mod tests;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-pub use discovery::DiscoveryError;
-pub use fetch::{ClientError, FetchError, MAX_RESPONSE_BYTES};
+pub use fetch::{ClientError, MAX_RESPONSE_BYTES};
 
 use cache::{Gate, IssuerEntry, sorted_kids};
 use fetch::Fetcher;

@@ -15,7 +15,7 @@ mod reject;
 mod validate;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::{Duration, SystemTime};
 

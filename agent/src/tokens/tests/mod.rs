@@ -25,18 +25,18 @@ use serde_json::{Value, json};
 use super::{IssuerTrust, KeySet, Reason, Rejection, Validator};
 use crate::policy::Algorithm;
 
-pub(super) const ISS: &str = "https://idp.example.com/realms/corp";
-pub(super) const AUD: &str = "https://host-42.example.com/portguard";
+pub(crate) const ISS: &str = "https://idp.example.com/realms/corp";
+pub(crate) const AUD: &str = "https://host-42.example.com/portguard";
 
 /// A private key that signs test tokens, and its public half as a JWK.
-pub(super) struct Signer {
+pub(crate) struct Signer {
     pub kid: &'static str,
     pub alg: Jwt,
     pub key: EncodingKey,
     pub jwk: Value,
 }
 
-pub(super) struct Fixture {
+pub(crate) struct Fixture {
     pub rsa: Signer,
     pub ec: Signer,
     pub ed: Signer,
@@ -45,7 +45,7 @@ pub(super) struct Fixture {
 }
 
 /// The keys every test shares: an RSA-2048 key pair takes a while to generate.
-pub(super) fn keys() -> &'static Fixture {
+pub(crate) fn keys() -> &'static Fixture {
     static KEYS: OnceLock<Fixture> = OnceLock::new();
     KEYS.get_or_init(|| {
         let rsa = RsaKeyPair::generate(KeySize::Rsa2048).expect("generate RSA key");
@@ -92,11 +92,11 @@ pub(super) fn keys() -> &'static Fixture {
     })
 }
 
-pub(super) fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub(super) fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -104,12 +104,12 @@ pub(super) fn now_secs() -> u64 {
 }
 
 /// A JWKS document holding these keys.
-pub(super) fn jwks(keys: &[&Value]) -> Vec<u8> {
+pub(crate) fn jwks(keys: &[&Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "keys": keys })).expect("serialize JWKS")
 }
 
 /// The one trusted issuer, with the three test keys and the default allow-list.
-pub(super) fn issuers() -> Vec<IssuerTrust> {
+pub(crate) fn issuers() -> Vec<IssuerTrust> {
     let keys = keys();
     issuers_with(
         &[&keys.rsa.jwk, &keys.ec.jwk, &keys.ed.jwk],
@@ -117,7 +117,7 @@ pub(super) fn issuers() -> Vec<IssuerTrust> {
     )
 }
 
-pub(super) fn issuers_with(jwk: &[&Value], allowed: &[Algorithm]) -> Vec<IssuerTrust> {
+pub(crate) fn issuers_with(jwk: &[&Value], allowed: &[Algorithm]) -> Vec<IssuerTrust> {
     let (keys, _) = KeySet::parse(&jwks(jwk), allowed).expect("parse test JWKS");
     vec![IssuerTrust {
         name: "corp".to_owned(),
@@ -127,12 +127,12 @@ pub(super) fn issuers_with(jwk: &[&Value], allowed: &[Algorithm]) -> Vec<IssuerT
     }]
 }
 
-pub(super) fn validator() -> Validator {
+pub(crate) fn validator() -> Validator {
     Validator::new(AUD.to_owned(), Duration::from_secs(60))
 }
 
 /// The claims of a good token; `changes` replaces members, and `null` removes one.
-pub(super) fn claims(changes: Value) -> Value {
+pub(crate) fn claims(changes: Value) -> Value {
     let now = now_secs();
     let mut claims = json!({
         "iss": ISS, "aud": AUD, "sub": "svc-ci", "client_id": "ci-runner",
@@ -156,7 +156,7 @@ fn merge(target: &mut Value, changes: Value) {
 }
 
 /// A token signed by jsonwebtoken's own encoder, as an issuer would make it.
-pub(super) fn encoded(signer: &Signer, claims: &Value) -> String {
+pub(crate) fn encoded(signer: &Signer, claims: &Value) -> String {
     let mut header = jsonwebtoken::Header::new(signer.alg);
     header.typ = Some("at+jwt".to_owned());
     header.kid = Some(signer.kid.to_owned());
@@ -164,7 +164,7 @@ pub(super) fn encoded(signer: &Signer, claims: &Value) -> String {
 }
 
 /// A token whose header is the signer's, changed by `changes` (`null` removes a member).
-pub(super) fn crafted(signer: &Signer, changes: Value, claims: &Value) -> String {
+pub(crate) fn crafted(signer: &Signer, changes: Value, claims: &Value) -> String {
     let mut header =
         json!({"alg": format!("{:?}", signer.alg), "typ": "at+jwt", "kid": signer.kid});
     merge(&mut header, changes);
@@ -176,7 +176,7 @@ pub(super) fn crafted(signer: &Signer, changes: Value, claims: &Value) -> String
 }
 
 /// A token from raw JSON texts, which may say things `serde_json::Value` cannot (repeats).
-pub(super) fn signed_text(header: &str, payload: &str, key: &EncodingKey, alg: Jwt) -> String {
+pub(crate) fn signed_text(header: &str, payload: &str, key: &EncodingKey, alg: Jwt) -> String {
     let message = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
     let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).expect("sign");
     format!("{message}.{signature}")
@@ -187,19 +187,19 @@ pub(super) fn signed_text(header: &str, payload: &str, key: &EncodingKey, alg: J
     clippy::result_large_err,
     reason = "returns what `Validator::validate` returns"
 )]
-pub(super) fn check(token: &str) -> Result<super::AccessToken, Rejection> {
+pub(crate) fn check(token: &str) -> Result<super::AccessToken, Rejection> {
     validator().validate(token, &issuers(), SystemTime::now())
 }
 
 /// The reason a token is refused, failing the test if it is accepted. Also checks that the
 /// rejection never repeats the token or its signature.
 #[track_caller]
-pub(super) fn refused(token: &str) -> Reason {
+pub(crate) fn refused(token: &str) -> Reason {
     refused_by(token, &issuers())
 }
 
 #[track_caller]
-pub(super) fn refused_by(token: &str, issuers: &[IssuerTrust]) -> Reason {
+pub(crate) fn refused_by(token: &str, issuers: &[IssuerTrust]) -> Reason {
     let rejection = validator()
         .validate(token, issuers, SystemTime::now())
         .expect_err("token should be refused");
