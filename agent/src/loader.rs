@@ -249,17 +249,16 @@ impl Guard {
     pub fn detach_all(&mut self) -> Vec<Interface> {
         let mut detached = Vec::new();
         for attachment in std::mem::take(&mut self.attachments) {
-            if let Ok(xdp) = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP_GUARD) {
-                if let Err(error) = xdp.detach(attachment.xdp) {
-                    tracing::warn!(interface = %attachment.interface.name, %error, "detach XDP");
-                }
+            if let Ok(xdp) = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP_GUARD)
+                && let Err(error) = xdp.detach(attachment.xdp)
+            {
+                tracing::warn!(interface = %attachment.interface.name, %error, "detach XDP");
             }
             if let Ok(egress) =
                 program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC_EGRESS)
+                && let Err(error) = egress.detach(attachment.egress)
             {
-                if let Err(error) = egress.detach(attachment.egress) {
-                    tracing::warn!(interface = %attachment.interface.name, %error, "detach tcx egress");
-                }
+                tracing::warn!(interface = %attachment.interface.name, %error, "detach tcx egress");
             }
             detached.push(attachment.interface);
         }

@@ -126,6 +126,7 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         tasks.spawn(issuers.clone().run(log.clone()));
         let app = api::App {
             validator: Arc::new(Validator::new(auth.audience.clone(), TOKEN_LEEWAY)),
+            cache: Arc::default(),
             issuers,
             gates: policy.gates.clone().into(),
             engine: engine.clone(),

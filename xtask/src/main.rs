@@ -87,8 +87,12 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
 
     // Privileged tests share kernel state (namespaces, interfaces): one at a time.
     cargo(&["build", "-p", "portguard"]).context("build the agent for the end-to-end tests")?;
-    cargo(&["test", "-p", "portguard-tests", "--", "--test-threads=1"])
-        .context("run the privileged tests")
+    let agent = workspace_root().join("target/debug/portguard");
+    cargo_with_env(
+        &["test", "-p", "portguard-tests", "--", "--test-threads=1"],
+        &[("PORTGUARD_BIN", agent.as_os_str())],
+    )
+    .context("run the privileged tests")
 }
 
 fn bench(repeat: u32, runs: u32) -> anyhow::Result<()> {
@@ -141,9 +145,14 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 
 /// Runs cargo in the workspace root and fails on a non-zero exit.
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(env_cargo())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("run cargo {}", args.join(" ")))?;

@@ -30,7 +30,11 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    engine::SharedEngine, events::EventLog, issuers::Issuers, policy::Gate, tokens::Validator,
+    engine::SharedEngine,
+    events::EventLog,
+    issuers::Issuers,
+    policy::Gate,
+    tokens::{TokenCache, Validator},
 };
 
 /// Limits of the auth endpoint.
@@ -68,6 +72,7 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct App {
     pub validator: Arc<Validator>,
+    pub cache: Arc<TokenCache>,
     pub issuers: Issuers,
     pub gates: Arc<[Gate]>,
     pub engine: SharedEngine,

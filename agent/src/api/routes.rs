@@ -121,6 +121,13 @@ async fn authenticate(
     source: IpAddr,
 ) -> Result<AccessToken, ApiError> {
     let token = bearer(headers)?;
+    if let Some(holder) = app.cache.get(token, SystemTime::now()) {
+        return Ok(holder);
+    }
+    #[expect(
+        clippy::result_large_err,
+        reason = "a rejection is logged whole right below; boxing it saves nothing"
+    )]
     let validate = || {
         app.validator
             .validate(token, &app.issuers.trusted(), SystemTime::now())
@@ -133,15 +140,20 @@ async fn authenticate(
         kid: Some(kid),
         ..
     }) = &result
+        && app.issuers.refresh_for_unknown_kid(issuer, kid).await
     {
-        if app.issuers.refresh_for_unknown_kid(issuer, kid).await {
-            result = validate();
+        result = validate();
+    }
+    match result {
+        Ok(holder) => {
+            app.cache.insert(token, &holder, SystemTime::now());
+            Ok(holder)
+        }
+        Err(rejection) => {
+            app.log.emit(rejected(&rejection, source));
+            Err(ApiError::InvalidToken)
         }
     }
-    result.map_err(|rejection| {
-        app.log.emit(rejected(&rejection, source));
-        ApiError::InvalidToken
-    })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {

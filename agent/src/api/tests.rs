@@ -109,6 +109,7 @@ async fn harness() -> Harness {
     };
     let app = App {
         validator: Arc::new(Validator::new(AUD.into(), Duration::from_secs(60))),
+        cache: Arc::default(),
         issuers,
         gates: vec![gate].into(),
         engine: SharedEngine::new(Engine {

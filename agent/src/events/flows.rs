@@ -137,7 +137,8 @@ impl FlowContext {
 /// Wall-clock time at which CLOCK_MONOTONIC read zero, to date kernel records.
 fn monotonic_epoch() -> SystemTime {
     let now = SystemTime::now();
-    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+    // The kernel stamps records with the coarse clock (bpf_ktime_get_coarse_ns).
+    match clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE) {
         Ok(mono) => {
             let since_boot = Duration::new(mono.tv_sec() as u64, mono.tv_nsec() as u32);
             now.checked_sub(since_boot).unwrap_or(now)

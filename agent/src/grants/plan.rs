@@ -43,7 +43,7 @@ pub fn plan(
         return Err(PlanError::BadRequest("ttl must be more than zero".into()));
     }
     let opens = |gate: &&Gate| {
-        token.scopes.iter().any(|s| *s == gate.scope)
+        token.scopes.contains(&gate.scope)
             && (gate.issuers.is_empty() || gate.issuers.contains(&token.issuer_name))
     };
     let usable: Vec<&Gate> = gates.iter().filter(opens).collect();

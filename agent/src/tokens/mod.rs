@@ -6,6 +6,7 @@
 //! [`Reason`] code for the `token.rejected` event. Fetching keys and caching them is not done
 //! here: this module only judges.
 
+mod cache;
 mod claims;
 mod compact;
 mod header;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
 
+pub use cache::{CACHE_TTL, TokenCache};
 pub use jwks::{JwksError, KeyProblem, KeySet, MAX_JWKS_BYTES, MAX_KEYS, MIN_RSA_BITS};
 pub use keys::{Curve, KeyFlaw, KeyKind};
 pub use reject::{Reason, Rejection};
