@@ -18,6 +18,7 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
+    oidc_provider()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -116,6 +117,38 @@ fn bpf_linker() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
     .context("install bpf-linker")
+}
+
+/// The OpenID provider the end-to-end tests and the demo get tokens from (node-oidc-provider,
+/// pinned by tests/oidc/package-lock.json).
+fn oidc_provider() -> anyhow::Result<()> {
+    let dir = crate::workspace_root().join("tests/oidc");
+    if dir.join("node_modules/oidc-provider/package.json").exists() {
+        return Ok(());
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        eprintln!("xtask: installing Node.js and npm");
+        execute(
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "nodejs",
+                    "npm",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("install Node.js (needs root)")?;
+    }
+    eprintln!("xtask: installing the test OpenID provider (npm ci in tests/oidc)");
+    execute(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
+    )
+    .context("install tests/oidc's npm packages")
 }
 
 fn execute(command: &mut Command) -> anyhow::Result<()> {

@@ -15,6 +15,8 @@ mod keys;
 mod reject;
 mod validate;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 pub(crate) mod tests;
 
