@@ -19,6 +19,10 @@ use crate::{
 pub trait Kernel: GrantMap + Send {
     fn counters(&self) -> Result<Counters, LoadError>;
     fn detach_all(&mut self) -> Vec<Interface>;
+    /// The real guard behind this kernel, when there is one (benchmarks run its programs).
+    fn guard_mut(&mut self) -> Option<&mut Guard> {
+        None
+    }
 }
 
 impl Kernel for Guard {
@@ -28,6 +32,10 @@ impl Kernel for Guard {
 
     fn detach_all(&mut self) -> Vec<Interface> {
         Guard::detach_all(self)
+    }
+
+    fn guard_mut(&mut self) -> Option<&mut Guard> {
+        Some(self)
     }
 }
 

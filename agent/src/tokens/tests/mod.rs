@@ -6,7 +6,6 @@ mod claims;
 mod header;
 mod jwks;
 mod signature;
-mod throughput;
 
 use std::time::SystemTime;
 

@@ -1,10 +1,7 @@
-//! `cargo xtask bench`: the XDP guard's cost per packet for each verdict, measured with
-//! BPF_PROG_TEST_RUN as a ratio against a pass-only XDP program run in the same process,
-//! interleaved with it, and repeated so that the spread shows. Then the same for 10, 1,000
-//! and 100,000 endpoint entries, which should stay flat.
+//! The XDP guard's cost per packet for each verdict, as a ratio against the pass-only
+//! program; then the same for 10, 1,000 and 100,000 endpoint entries, which should stay flat.
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use clap::Parser;
+use crate::{Args, measure, print_row};
 use nix::time::{ClockId, clock_gettime};
 use portguard::{compile::MapEntries, loader::Guard};
 use portguard_common::{
@@ -14,18 +11,7 @@ use portguard_common::{
         PROTO_UDP, ipv4_mapped,
     },
     packet::{TCP_ACK, TCP_SYN},
-    program_names,
 };
-
-#[derive(Debug, Parser)]
-struct Args {
-    /// BPF_PROG_TEST_RUN repeats per measurement.
-    #[arg(long, default_value_t = 1_000_000)]
-    repeat: u32,
-    /// Measurements per case.
-    #[arg(long, default_value_t = 5)]
-    runs: u32,
-}
 
 /// Goals from DESIGN.md section 7, as ratios to the pass-only program.
 const ALLOWED_GOAL: f64 = 2.5;
@@ -111,13 +97,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    println!(
-        "# portguard XDP benchmark (BPF_PROG_TEST_RUN, {} repeats x {} runs)\n",
-        args.repeat, args.runs
-    );
-
+pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut guard = Guard::load()?;
     fill(&mut guard, 1_000)?;
     println!("## Cost per verdict (1,000 endpoint entries)\n");
@@ -126,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     for case in cases() {
-        let row = measure(&mut guard, &case.packet, &args)?;
+        let row = measure(&mut guard, &case.packet, args)?;
         print_row(case.name, &row, case.goal);
     }
 
@@ -199,91 +179,4 @@ fn fill(guard: &mut Guard, count: u32) -> anyhow::Result<()> {
     };
     guard.insert_udp_flow(&key, now + 3_600_000_000_000)?;
     Ok(())
-}
-
-struct Row {
-    guard_ns: Vec<f64>,
-    pass_ns: Vec<f64>,
-}
-
-impl Row {
-    fn ratios(&self) -> Vec<f64> {
-        self.guard_ns
-            .iter()
-            .zip(&self.pass_ns)
-            .map(|(g, p)| g / p)
-            .collect()
-    }
-
-    fn ratio_median(&self) -> f64 {
-        median(&self.ratios())
-    }
-}
-
-/// Runs the guard and the pass-only program alternately, `runs` times each.
-fn measure(guard: &mut Guard, packet: &[u8], args: &Args) -> anyhow::Result<Row> {
-    let mut row = Row {
-        guard_ns: Vec::new(),
-        pass_ns: Vec::new(),
-    };
-    for _ in 0..args.runs {
-        row.pass_ns.push(ns_per_run(
-            guard,
-            program_names::XDP_PASS,
-            packet,
-            args.repeat,
-        )?);
-        row.guard_ns.push(ns_per_run(
-            guard,
-            program_names::XDP_GUARD,
-            packet,
-            args.repeat,
-        )?);
-    }
-    Ok(row)
-}
-
-fn ns_per_run(guard: &mut Guard, program: &str, packet: &[u8], repeat: u32) -> anyhow::Result<f64> {
-    let program: &mut Xdp = guard
-        .ebpf_mut()
-        .program_mut(program)
-        .ok_or_else(|| anyhow::anyhow!("program {program} missing"))?
-        .try_into()?;
-    let mut options = TestRunOptions::new();
-    options.data_in = Some(packet);
-    options.repeat = repeat;
-    // The kernel's own timing: the mean per repeat, in whole nanoseconds. It leaves out the
-    // time the test thread was preempted, which timing the call from here would count on a
-    // shared machine; its price is a resolution of 1 ns.
-    let result = program.test_run(options)?;
-    Ok(result.duration.as_nanos() as f64)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn spread(values: &[f64]) -> (f64, f64) {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
-}
-
-fn print_row(name: &str, row: &Row, goal: Option<f64>) {
-    let (gmin, gmax) = spread(&row.guard_ns);
-    let ratios = row.ratios();
-    let (rmin, rmax) = spread(&ratios);
-    let ratio = median(&ratios);
-    let goal = match goal {
-        Some(goal) if ratio <= goal => format!("<= {goal}x: met"),
-        Some(goal) => format!("<= {goal}x: MISSED"),
-        None => "-".into(),
-    };
-    println!(
-        "| {name} | {:.1} ({gmin:.1}-{gmax:.1}) | {:.1} | {ratio:.2}x ({rmin:.2}-{rmax:.2}) | {goal} |",
-        median(&row.guard_ns),
-        median(&row.pass_ns),
-    );
 }
