@@ -61,6 +61,7 @@ impl Event {
 /// Where events are written. Cheap to clone; writers share the sinks.
 #[derive(Clone)]
 pub struct EventLog {
+    stdout: bool,
     file: Option<Arc<Mutex<File>>>,
     file_path: Option<PathBuf>,
 }
@@ -78,6 +79,7 @@ impl EventLog {
     pub fn open(file: Option<&Path>) -> Result<Self, OpenError> {
         let Some(path) = file else {
             return Ok(Self {
+                stdout: true,
                 file: None,
                 file_path: None,
             });
@@ -93,8 +95,17 @@ impl EventLog {
             source,
         })?;
         Ok(Self {
+            stdout: true,
             file: Some(Arc::new(Mutex::new(file))),
             file_path: Some(path.to_owned()),
+        })
+    }
+
+    /// Events to `file` only (benchmarks, whose stdout is a report).
+    pub fn file_only(file: &Path) -> Result<Self, OpenError> {
+        Ok(Self {
+            stdout: false,
+            ..Self::open(Some(file))?
         })
     }
 
@@ -103,7 +114,9 @@ impl EventLog {
     pub fn emit(&self, event: Event) {
         let mut line = event.to_line();
         line.push('\n');
-        if let Err(error) = io::stdout().lock().write_all(line.as_bytes()) {
+        if self.stdout
+            && let Err(error) = io::stdout().lock().write_all(line.as_bytes())
+        {
             tracing::warn!(%error, "cannot write event to stdout");
         }
         if let Some(file) = &self.file {

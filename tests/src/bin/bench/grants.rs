@@ -124,7 +124,7 @@ async fn latency() -> anyhow::Result<()> {
         issuers,
         gates: vec![gate].into(),
         engine: engine.clone(),
-        log: EventLog::open(Some(&dir.path().join("events.jsonl")))?,
+        log: EventLog::file_only(&dir.path().join("events.jsonl"))?,
         limiter: Arc::new(RateLimiter::new(
             limits.requests_burst,
             limits.requests_per_second,
