@@ -89,7 +89,9 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
     cargo(&["build", "-p", "portguard"]).context("build the agent for the end-to-end tests")?;
     let agent = workspace_root().join("target/debug/portguard");
     cargo_with_env(
-        &["test", "-p", "portguard-tests", "--", "--test-threads=1"],
+        // `--tests`: integration tests only, so that the run closes on a real test binary's
+        // summary rather than on an empty doc-test one.
+        &["test", "-p", "portguard-tests", "--tests", "--", "--test-threads=1"],
         &[("PORTGUARD_BIN", agent.as_os_str())],
     )
     .context("run the privileged tests")
