@@ -172,4 +172,6 @@ pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
 }
 
 #[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
 mod tests;
