@@ -6,8 +6,9 @@ use std::{collections::HashMap, net::IpAddr};
 use ipnet::IpNet;
 use portguard_common::maps::{
     Addr, CONFIG_CUT_PORTS, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4,
-    ENDPOINT_ANY_V6, EndpointKey, EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES,
-    MODE_ENFORCE, MODE_MONITOR, PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
+    ENDPOINT_ANY_V6, ENDPOINT_CUT, ENDPOINT_GATE, EndpointKey, EndpointValue, ICMP_ALL,
+    ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE, MODE_MONITOR, PREFIX_KEY_PORT_BITS,
+    PrefixKeyData, ipv4_mapped,
 };
 
 use crate::policy::{IcmpPolicy, Mode, OnExpiry, Policy, PortRange, Protocol};
@@ -28,8 +29,6 @@ pub struct PrefixEntry {
 pub struct MapEntries {
     pub endpoints: HashMap<EndpointKey, EndpointValue>,
     pub prefixes: Vec<PrefixEntry>,
-    /// Ports whose gates cut established connections when their grants end.
-    pub cut_ports: Vec<EndpointKey>,
     pub config: Config,
     /// Rule names by index: the policy's endpoints, then the auth endpoint when there is one.
     pub rules: Vec<String>,
@@ -97,15 +96,20 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
         let rule = rule_index(&mut entries.rules, opening.name);
         add_opening(&mut entries, opening, rule);
     }
-    for gate in policy.gates.iter().filter(|g| g.on_expiry == OnExpiry::Cut) {
+    // A gate's ports are in the same hash, flagged: one lookup tells a closed port from a
+    // gated one, and only gated ports cost a grant lookup.
+    for gate in &policy.gates {
+        let cut = gate.on_expiry == OnExpiry::Cut;
+        let flags = ENDPOINT_GATE | if cut { ENDPOINT_CUT } else { 0 };
         for port in gate.ports.first..=gate.ports.last {
+            let key = EndpointKey::new(gate.protocol.number(), port);
             entries
-                .cut_ports
-                .push(EndpointKey::new(gate.protocol.number(), port));
+                .endpoints
+                .insert(key, EndpointValue { rule: 0, flags });
         }
-    }
-    if !entries.cut_ports.is_empty() {
-        entries.config.flags |= CONFIG_CUT_PORTS;
+        if cut {
+            entries.config.flags |= CONFIG_CUT_PORTS;
+        }
     }
     debug_assert!(entries.prefixes.len() <= MAX_ENDPOINT_PREFIXES as usize);
     entries

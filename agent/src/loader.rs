@@ -147,14 +147,6 @@ impl Guard {
                 .map_err(map_error(map_names::ENDPOINT_PREFIXES))?;
         }
 
-        let name = map_names::CUT_PORTS;
-        let mut cut: HashMap<_, EndpointKey, u32> =
-            HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
-                .map_err(map_error(name))?;
-        for key in &entries.cut_ports {
-            cut.insert(key, 1, 0).map_err(map_error(name))?;
-        }
-
         self.set_config(&entries.config)
     }
 

@@ -16,7 +16,6 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "PG_ENDPOINTS";
     pub const ENDPOINT_PREFIXES: &str = "PG_ENDPOINT_PREFIXES";
     pub const GRANTS: &str = "PG_GRANTS";
-    pub const CUT_PORTS: &str = "PG_CUT_PORTS";
     pub const UDP_FLOWS: &str = "PG_UDP_FLOWS";
     pub const COUNTERS: &str = "PG_COUNTERS";
     pub const CONFIG: &str = "PG_CONFIG";

@@ -10,8 +10,6 @@ pub const MAX_ENDPOINTS: u32 = 131_072;
 pub const MAX_ENDPOINT_PREFIXES: u32 = 65_536;
 /// Capacity of the grants hash.
 pub const MAX_GRANTS: u32 = 131_072;
-/// Capacity of the set of ports whose gates cut established connections.
-pub const MAX_CUT_PORTS: u32 = 65_536;
 /// Capacity of the LRU table of the host's own outbound UDP flows.
 pub const MAX_UDP_FLOWS: u32 = 65_536;
 /// Capacity of the LRU table of per-source event budgets.
@@ -52,7 +50,7 @@ pub const fn is_ipv4_mapped(addr: &Addr) -> bool {
         && addr[11] == 0xff
 }
 
-/// Key of the declared-endpoint hash.
+/// Key of the port hash: declared endpoints, and the ports of gates ([`ENDPOINT_GATE`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
@@ -76,6 +74,10 @@ impl EndpointKey {
 pub const ENDPOINT_ANY_V4: u32 = 1;
 /// The endpoint accepts every IPv6 source.
 pub const ENDPOINT_ANY_V6: u32 = 2;
+/// Not an endpoint but a gate's port: it opens only for sources with a live grant.
+pub const ENDPOINT_GATE: u32 = 4;
+/// A gate's port whose established connections end with their grant (`on_expiry = "cut"`).
+pub const ENDPOINT_CUT: u32 = 8;
 
 /// Value of the declared-endpoint hash.
 #[repr(C)]
@@ -175,8 +177,8 @@ pub struct Config {
     pub flags: u32,
 }
 
-/// Some gate cuts established connections when its grants end: TCP segments to the ports in
-/// [`crate::map_names::CUT_PORTS`] need a live grant, not only new connections.
+/// Some gate cuts established connections when its grants end: TCP segments to the ports
+/// flagged [`ENDPOINT_CUT`] need a live grant, not only new connections.
 pub const CONFIG_CUT_PORTS: u32 = 1;
 
 pub const MODE_ENFORCE: u32 = 0;

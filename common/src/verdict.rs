@@ -5,8 +5,8 @@ use crate::{
     Reason,
     maps::{
         CONFIG_CUT_PORTS, Config, DEFAULT_UDP_REPLY_TTL_NS, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6,
-        EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue, ICMP_ALL, MODE_MONITOR,
-        PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PrefixKeyData,
+        ENDPOINT_CUT, ENDPOINT_GATE, EndpointKey, EndpointValue, FlowKey, GrantKey, GrantValue,
+        ICMP_ALL, MODE_MONITOR, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PrefixKeyData,
     },
     packet::{Headers, Packet, TCP_ACK, TCP_SYN, parse},
 };
@@ -17,8 +17,6 @@ pub trait GuardMaps {
     /// Longest-prefix match of a full-length key (protocol, port and the whole address).
     fn endpoint_prefix(&self, key: &PrefixKeyData) -> Option<u32>;
     fn grant(&self, key: &GrantKey) -> Option<GrantValue>;
-    /// Whether established connections to this port end with their grant.
-    fn cut_port(&self, key: &EndpointKey) -> bool;
     /// When the host last sent on this UDP flow (coarse monotonic ns).
     fn udp_flow(&self, key: &FlowKey) -> Option<u64>;
     /// Now, in `CLOCK_BOOTTIME` ns (grant expiry).
@@ -97,39 +95,43 @@ pub fn decide<M: GuardMaps>(headers: &Headers, config: &Config, maps: &M) -> Dec
     }
 }
 
-/// Endpoints first (they never overlap gates), then grants.
+/// One lookup says whether the port is an endpoint, a gate or nothing: a port that nothing
+/// opens is dropped without a grant lookup. Endpoints never overlap gates.
 #[inline(always)]
 fn port_decision<M: GuardMaps>(headers: &Headers, maps: &M) -> Decision {
     let port = headers.destination_port;
-    if let Some(endpoint) = maps.endpoint(&EndpointKey::new(headers.protocol, port)) {
-        let any = if headers.family == 4 {
-            ENDPOINT_ANY_V4
-        } else {
-            ENDPOINT_ANY_V6
-        };
-        if endpoint.flags & any != 0 {
-            return Decision {
-                reason: Reason::Endpoint,
-                rule: endpoint.rule as u64,
-            };
-        }
-        let key = PrefixKeyData::new(headers.protocol, port, headers.source);
-        return match maps.endpoint_prefix(&key) {
-            Some(rule) => Decision {
-                reason: Reason::Endpoint,
-                rule: rule as u64,
+    let Some(endpoint) = maps.endpoint(&EndpointKey::new(headers.protocol, port)) else {
+        return Decision::of(Reason::PortClosed);
+    };
+    if endpoint.flags & ENDPOINT_GATE != 0 {
+        return match maps.grant(&GrantKey::new(headers.source, headers.protocol, port)) {
+            Some(grant) if grant.expires_boot_ns > maps.boot_ns() => Decision {
+                reason: Reason::Grant,
+                rule: grant.grant_id,
             },
-            None => Decision::of(Reason::SourceNotAllowed),
+            Some(_) => Decision::of(Reason::GrantExpired),
+            None => Decision::of(Reason::PortClosed),
         };
     }
 
-    match maps.grant(&GrantKey::new(headers.source, headers.protocol, port)) {
-        Some(grant) if grant.expires_boot_ns > maps.boot_ns() => Decision {
-            reason: Reason::Grant,
-            rule: grant.grant_id,
+    let any = if headers.family == 4 {
+        ENDPOINT_ANY_V4
+    } else {
+        ENDPOINT_ANY_V6
+    };
+    if endpoint.flags & any != 0 {
+        return Decision {
+            reason: Reason::Endpoint,
+            rule: endpoint.rule as u64,
+        };
+    }
+    let key = PrefixKeyData::new(headers.protocol, port, headers.source);
+    match maps.endpoint_prefix(&key) {
+        Some(rule) => Decision {
+            reason: Reason::Endpoint,
+            rule: rule as u64,
         },
-        Some(_) => Decision::of(Reason::GrantExpired),
-        None => Decision::of(Reason::PortClosed),
+        None => Decision::of(Reason::SourceNotAllowed),
     }
 }
 
@@ -137,8 +139,9 @@ fn port_decision<M: GuardMaps>(headers: &Headers, maps: &M) -> Decision {
 #[inline(always)]
 fn is_cut<M: GuardMaps>(headers: &Headers, maps: &M) -> bool {
     let port = headers.destination_port;
-    if !maps.cut_port(&EndpointKey::new(headers.protocol, port)) {
-        return false;
+    match maps.endpoint(&EndpointKey::new(headers.protocol, port)) {
+        Some(gate) if gate.flags & ENDPOINT_CUT != 0 => {}
+        _ => return false,
     }
     match maps.grant(&GrantKey::new(headers.source, headers.protocol, port)) {
         Some(grant) => grant.expires_boot_ns <= maps.boot_ns(),

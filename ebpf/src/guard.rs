@@ -15,9 +15,9 @@ use portguard_common::{
     Reason,
     maps::{
         Addr, Config, Counters, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, EVENT_RING_BYTES, EndpointKey,
-        EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue, MAX_CUT_PORTS,
-        MAX_ENDPOINT_PREFIXES, MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS,
-        PREFIX_KEY_PORT_BITS, PrefixKeyData, RateState,
+        EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue, MAX_ENDPOINT_PREFIXES,
+        MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS, PREFIX_KEY_PORT_BITS,
+        PrefixKeyData, RateState,
     },
     packet::{Headers, Packet, parse},
     verdict::{Decision, GuardMaps, judge, outbound_flow_key},
@@ -38,9 +38,6 @@ static ENDPOINT_PREFIXES: LpmTrie<PrefixKeyData, u32> =
 
 #[map(name = "PG_GRANTS")]
 static GRANTS: HashMap<GrantKey, GrantValue> = HashMap::with_max_entries(MAX_GRANTS, 0);
-
-#[map(name = "PG_CUT_PORTS")]
-static CUT_PORTS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(MAX_CUT_PORTS, 0);
 
 #[map(name = "PG_UDP_FLOWS")]
 static UDP_FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(MAX_UDP_FLOWS, 0);
@@ -121,11 +118,6 @@ impl GuardMaps for KernelMaps {
     fn grant(&self, key: &GrantKey) -> Option<GrantValue> {
         // SAFETY: as for endpoints.
         GRANTS.get_ptr(key).map(|value| unsafe { *value })
-    }
-
-    #[inline(always)]
-    fn cut_port(&self, key: &EndpointKey) -> bool {
-        CUT_PORTS.get_ptr(key).is_some()
     }
 
     #[inline(always)]

@@ -70,7 +70,6 @@ impl Harness {
                     rule,
                 })
                 .collect(),
-            cut_ports: model.cut_ports.iter().copied().collect(),
             config,
             rules: Vec::new(),
         };

@@ -8,8 +8,9 @@ use std::{collections::HashMap, vec::Vec};
 use super::frame::v6;
 use crate::{
     maps::{
-        Addr, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, EndpointKey, EndpointValue, FlowKey, GrantKey,
-        GrantValue, PREFIX_KEY_PORT_BITS, PROTO_TCP, PROTO_UDP, PrefixKeyData, ipv4_mapped,
+        Addr, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, ENDPOINT_CUT, ENDPOINT_GATE, EndpointKey,
+        EndpointValue, FlowKey, GrantKey, GrantValue, PREFIX_KEY_PORT_BITS, PROTO_TCP, PROTO_UDP,
+        PrefixKeyData, ipv4_mapped,
     },
     verdict::GuardMaps,
 };
@@ -55,8 +56,6 @@ pub struct ModelMaps {
     pub grants: HashMap<GrantKey, GrantValue>,
     /// When the host last sent on each flow (coarse monotonic ns).
     pub udp_flows: HashMap<FlowKey, u64>,
-    /// Ports whose gates cut established connections when their grant ends.
-    pub cut_ports: std::collections::HashSet<EndpointKey>,
     /// Now, in `CLOCK_BOOTTIME` ns.
     pub boot_ns: u64,
     /// Now, in coarse `CLOCK_MONOTONIC` ns.
@@ -109,9 +108,14 @@ impl ModelMaps {
         self
     }
 
-    /// Makes established TCP connections to `port` end with their grant.
-    pub fn with_cut_port(mut self, protocol: u8, port: u16) -> Self {
-        self.cut_ports.insert(EndpointKey::new(protocol, port));
+    /// Declares a gate's port: it opens for sources with a live grant; with `cut`,
+    /// established TCP connections to it end with their grant.
+    pub fn with_gate(mut self, protocol: u8, port: u16, cut: bool) -> Self {
+        let flags = ENDPOINT_GATE | if cut { ENDPOINT_CUT } else { 0 };
+        self.endpoints.insert(
+            EndpointKey::new(protocol, port),
+            EndpointValue { rule: 0, flags },
+        );
         self
     }
 
@@ -182,7 +186,9 @@ impl ModelMaps {
             .with_endpoint(PROTO_UDP, 53, 3, ENDPOINT_ANY_V4)
             .with_prefix(PROTO_UDP, 53, v6_53_net, 48, 3)
             .with_endpoint(PROTO_UDP, 443, 4, ENDPOINT_ANY_V6)
-            .with_cut_port(PROTO_TCP, 5432)
+            .with_gate(PROTO_TCP, 5432, true)
+            .with_gate(PROTO_TCP, 8080, false)
+            .with_gate(PROTO_UDP, 8080, false)
             .with_grant(ipv4_mapped([10, 0, 0, 5]), PROTO_TCP, 5432, live, 100)
             .with_grant(v6_5, PROTO_TCP, 5432, live, 101)
             .with_grant(ipv4_mapped([192, 0, 2, 7]), PROTO_TCP, 5432, expired, 102)
@@ -219,10 +225,6 @@ fn key_bytes(data: &PrefixKeyData) -> [u8; 20] {
 }
 
 impl GuardMaps for ModelMaps {
-    fn cut_port(&self, key: &EndpointKey) -> bool {
-        self.cut_ports.contains(key)
-    }
-
     fn endpoint(&self, key: &EndpointKey) -> Option<EndpointValue> {
         self.endpoints.get(key).copied()
     }

@@ -28,7 +28,7 @@ use portguard::{
 };
 use portguard_common::{
     craft::Frame,
-    maps::{GrantKey, GrantValue, PROTO_TCP},
+    maps::{ENDPOINT_GATE, EndpointKey, EndpointValue, GrantKey, GrantValue, PROTO_TCP},
     packet::TCP_SYN,
     program_names,
 };
@@ -51,7 +51,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     for count in [10u32, 100_000] {
         let mut guard = Guard::load()?;
-        guard.apply(&MapEntries::default())?;
+        guard.apply(&gated())?;
         let expires = boot_ns_at(SystemTime::now() + Duration::from_secs(3600));
         for i in 0..count {
             let source = mapped(IpAddr::V4(client(i)));
@@ -79,6 +79,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .block_on(latency())
 }
 
+/// Maps with one gate, on the gated port, and nothing else.
+fn gated() -> MapEntries {
+    let mut entries = MapEntries::default();
+    let gate = EndpointValue {
+        rule: 0,
+        flags: ENDPOINT_GATE,
+    };
+    entries
+        .endpoints
+        .insert(EndpointKey::new(PROTO_TCP, GATED_PORT), gate);
+    entries
+}
+
 /// The n-th client address: 10.(n / 65536).(n / 256).(n % 256), never the host's.
 fn client(n: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 100 + (n >> 16) as u8, (n >> 8) as u8, n as u8)
@@ -99,7 +112,7 @@ async fn latency() -> anyhow::Result<()> {
     issuers.refresh().await;
 
     let mut guard = Guard::load()?;
-    guard.apply(&MapEntries::default())?;
+    guard.apply(&gated())?;
     let (book, _) = GrantBook::open(&dir.path().join("state"), &mut guard, SystemTime::now())?;
     let engine = SharedEngine::new(Engine {
         kernel: Box::new(guard),
