@@ -5,10 +5,10 @@ use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use portguard_common::maps::{
-    Addr, CONFIG_CUT_PORTS, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, ENDPOINT_ANY_V4,
-    ENDPOINT_ANY_V6, ENDPOINT_CUT, ENDPOINT_GATE, EndpointKey, EndpointValue, ICMP_ALL,
-    ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE, MODE_MONITOR, PREFIX_KEY_PORT_BITS,
-    PrefixKeyData, ipv4_mapped,
+    Addr, CONFIG_CUT_PORTS, Config, DEFAULT_EVENTS_PER_SOURCE_PER_SEC,
+    DEFAULT_REPORTS_PER_CPU_PER_SEC, ENDPOINT_ANY_V4, ENDPOINT_ANY_V6, ENDPOINT_CUT, ENDPOINT_GATE,
+    EndpointKey, EndpointValue, ICMP_ALL, ICMP_ESSENTIAL, MAX_ENDPOINT_PREFIXES, MODE_ENFORCE,
+    MODE_MONITOR, PREFIX_KEY_PORT_BITS, PrefixKeyData, ipv4_mapped,
 };
 
 use crate::policy::{IcmpPolicy, Mode, OnExpiry, Policy, PortRange, Protocol};
@@ -58,6 +58,8 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
             udp_reply_ttl_ns: policy.guard.udp_reply_ttl.as_nanos() as u64,
             events_per_source_per_sec: DEFAULT_EVENTS_PER_SOURCE_PER_SEC,
             flags: 0,
+            reports_per_cpu_per_sec: DEFAULT_REPORTS_PER_CPU_PER_SEC,
+            _reserved: 0,
         },
         ..MapEntries::default()
     };

@@ -175,6 +175,11 @@ pub struct Config {
     pub events_per_source_per_sec: u32,
     /// `CONFIG_*` bits.
     pub flags: u32,
+    /// Reported packets a CPU attributes to their sources each second; past it, under a
+    /// flood, reports are only counted ([`Counters::events_unattributed`]), which spares
+    /// the per-source lookup. 0 means the default.
+    pub reports_per_cpu_per_sec: u32,
+    pub _reserved: u32,
 }
 
 /// Some gate cuts established connections when its grants end: TCP segments to the ports
@@ -187,6 +192,7 @@ pub const ICMP_ESSENTIAL: u32 = 0;
 pub const ICMP_ALL: u32 = 1;
 pub const DEFAULT_UDP_REPLY_TTL_NS: u64 = 30_000_000_000;
 pub const DEFAULT_EVENTS_PER_SOURCE_PER_SEC: u32 = 10;
+pub const DEFAULT_REPORTS_PER_CPU_PER_SEC: u32 = 5_000;
 
 /// Value of [`crate::map_names::COUNTERS`], a per-CPU array of one entry: exact counts of
 /// verdicts by reason, and of events that found the ring buffer full.
@@ -201,7 +207,8 @@ pub struct Counters {
     pub events_suppressed: u64,
     /// Outbound UDP datagrams recorded by the egress program.
     pub udp_flows_recorded: u64,
-    pub _reserved: u64,
+    /// Reports past a CPU's per-second budget: neither written nor attributed to a source.
+    pub events_unattributed: u64,
 }
 
 impl Default for Counters {
@@ -211,7 +218,7 @@ impl Default for Counters {
             events_lost: 0,
             events_suppressed: 0,
             udp_flows_recorded: 0,
-            _reserved: 0,
+            events_unattributed: 0,
         }
     }
 }
@@ -325,7 +332,7 @@ mod tests {
         assert_eq!(size_of::<GrantKey>(), 20);
         assert_eq!(size_of::<GrantValue>(), 16);
         assert_eq!(size_of::<FlowKey>(), 20);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<RateState>(), 16);
         assert_eq!(size_of::<FlowEvent>(), 8 + 8 + 32 + 4 + 4 + 4 + 4);
     }

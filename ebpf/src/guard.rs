@@ -14,10 +14,10 @@ use aya_ebpf::{
 use portguard_common::{
     Reason,
     maps::{
-        Addr, Config, Counters, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, EVENT_RING_BYTES, EndpointKey,
-        EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue, MAX_ENDPOINT_PREFIXES,
-        MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS, PREFIX_KEY_PORT_BITS,
-        PrefixKeyData, RateState,
+        Addr, Config, Counters, DEFAULT_EVENTS_PER_SOURCE_PER_SEC, DEFAULT_REPORTS_PER_CPU_PER_SEC,
+        EVENT_RING_BYTES, EndpointKey, EndpointValue, FlowEvent, FlowKey, GrantKey, GrantValue,
+        MAX_ENDPOINT_PREFIXES, MAX_ENDPOINTS, MAX_EVENT_SOURCES, MAX_GRANTS, MAX_UDP_FLOWS,
+        PREFIX_KEY_PORT_BITS, PrefixKeyData, RateState,
     },
     packet::{Headers, Packet, parse},
     verdict::{Decision, GuardMaps, judge, outbound_flow_key},
@@ -182,6 +182,39 @@ fn is_reported(reason: Reason) -> bool {
     matches!(reason, Reason::Endpoint | Reason::Grant) || !reason.passes()
 }
 
+/// This CPU's count of reports in the current second.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ReportWindow {
+    start_ns: u64,
+    reports: u64,
+}
+
+#[map(name = "PG_REPORT_WINDOW")]
+static REPORT_WINDOW: PerCpuArray<ReportWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether this CPU has already attributed its budget of reports this second: under a flood
+/// the per-source lookup (a hash of 16 bytes) is spared, and the report only counted.
+#[inline(always)]
+fn over_cpu_budget(config: &Config, now: u64) -> bool {
+    let Some(window) = REPORT_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot, touched only by this CPU while the program runs.
+    let window = unsafe { &mut *window };
+    if now.wrapping_sub(window.start_ns) >= NS_PER_SEC {
+        window.start_ns = now;
+        window.reports = 0;
+    }
+    let budget = if config.reports_per_cpu_per_sec == 0 {
+        DEFAULT_REPORTS_PER_CPU_PER_SEC
+    } else {
+        config.reports_per_cpu_per_sec
+    };
+    window.reports += 1;
+    window.reports > u64::from(budget)
+}
+
 /// Writes an event unless its source is over its budget for this second.
 #[inline(always)]
 fn report(
@@ -193,6 +226,10 @@ fn report(
     counters: &mut Counters,
 ) {
     let now = KernelMaps.coarse_ns();
+    if over_cpu_budget(config, now) {
+        counters.events_unattributed += 1;
+        return;
+    }
     let budget = if config.events_per_source_per_sec == 0 {
         DEFAULT_EVENTS_PER_SOURCE_PER_SEC
     } else {

@@ -56,6 +56,8 @@ impl Harness {
             udp_reply_ttl_ns: UDP_REPLY_TTL_NS,
             events_per_source_per_sec: 0,
             flags: CONFIG_CUT_PORTS,
+            reports_per_cpu_per_sec: 0,
+            _reserved: 0,
         };
 
         let mut guard = Guard::load().expect("load the guard (root, kernel with BTF)");
