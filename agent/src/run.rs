@@ -268,7 +268,7 @@ async fn wait_for_stop(
     let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("handle SIGHUP")?;
     let mut ticker = tokio::time::interval(LOST_EVENTS_INTERVAL);
-    let mut lost_reported = 0;
+    let mut lost_reported = (0, 0);
 
     loop {
         tokio::select! {
@@ -286,15 +286,35 @@ async fn wait_for_stop(
             _ = ticker.tick() => {
                 let counters = engine.lock().kernel.counters();
                 match counters {
-                    Ok(counters) if counters.events_lost > lost_reported => {
-                        log.emit(Event::new("events.lost").with("count", counters.events_lost - lost_reported));
-                        lost_reported = counters.events_lost;
+                    Ok(counters) => {
+                        let seen = (counters.events_lost, counters.events_unattributed);
+                        report_lost(log, seen, lost_reported);
+                        lost_reported = seen;
                     }
-                    Ok(_) => {}
                     Err(error) => tracing::warn!(error = %error, "read the guard's counters"),
                 }
             }
         }
+    }
+}
+
+/// Reports what the kernel could not log since the last look: events that found the ring
+/// buffer full, and reports past a CPU's per-second budget under a flood (counted, not
+/// attributed to a source).
+fn report_lost(log: &EventLog, (full, flood): (u64, u64), (full_before, flood_before): (u64, u64)) {
+    if full > full_before {
+        log.emit(
+            Event::new("events.lost")
+                .with("count", full - full_before)
+                .with("cause", "ring_full"),
+        );
+    }
+    if flood > flood_before {
+        log.emit(
+            Event::new("events.lost")
+                .with("count", flood - flood_before)
+                .with("cause", "flood"),
+        );
     }
 }
 
