@@ -127,8 +127,23 @@ fn handle(request: Request, engine: &SharedEngine, log: &EventLog) -> Value {
     }
 }
 
-/// Sends one request to the agent and returns its answer (`ok: true`), or its refusal.
+/// How long the CLI waits for the agent's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends one request to the agent and returns its answer (`ok: true`), or its refusal. An
+/// agent that does not answer within five seconds (stopped, stuck) is an error.
 pub async fn ask(path: &Path, request: &Request) -> Result<Value, ControlError> {
+    tokio::time::timeout(ASK_TIMEOUT, exchange(path, request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ControlError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the agent did not answer within 5 s (is it stopped or stuck?)",
+            )))
+        })
+}
+
+async fn exchange(path: &Path, request: &Request) -> Result<Value, ControlError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {

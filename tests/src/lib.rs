@@ -6,11 +6,15 @@
 
 pub mod agent;
 pub mod dns;
+pub mod gated;
+pub mod http;
 pub mod lab;
 pub mod links;
 pub mod netns;
+pub mod oidc;
 pub mod probe;
 pub mod servers;
+pub mod tls;
 pub mod veth;
 
 pub use agent::{Agent, portguard_bin};

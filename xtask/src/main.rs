@@ -91,7 +91,14 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
     cargo_with_env(
         // `--tests`: integration tests only, so that the run closes on a real test binary's
         // summary rather than on an empty doc-test one.
-        &["test", "-p", "portguard-tests", "--tests", "--", "--test-threads=1"],
+        &[
+            "test",
+            "-p",
+            "portguard-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ],
         &[("PORTGUARD_BIN", agent.as_os_str())],
     )
     .context("run the privileged tests")

@@ -120,7 +120,7 @@ impl FlowContext {
                     rule.unwrap_or_else(|| format!("endpoint#{}", flow.rule)),
                 );
             }
-            Some(Reason::Grant) => event = event.with("rule", format!("grant:{}", flow.rule)),
+            Some(Reason::Grant) => event = event.with("rule", format!("grant:{:016x}", flow.rule)),
             _ => {}
         }
         if reason.is_some_and(|r| !r.passes()) {

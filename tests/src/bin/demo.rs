@@ -1,19 +1,41 @@
 //! `cargo xtask demo`: portguard guarding a host in a network namespace, shown with real
-//! connections from a client namespace. Exits non-zero when anything is not as expected.
+//! connections from a client namespace, then the token flow: a real OpenID provider issues
+//! an access token, `portguard open` presents it, the gated port opens for the client's
+//! address until the grant expires. Exits non-zero when anything is not as expected.
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use anyhow::Context as _;
+use portguard::tokens::token_hash;
 use portguard_tests::{
     Agent, Lab, TcpServer,
+    agent::{control_socket, portguard_bin},
+    gated::{self, Gate, auth_url},
     lab::{CLIENT_V4, CLIENT_V6, Family, HOST_IF, HOST_V4, HOST_V6, SUBNET_V4, SUBNET_V6, any},
-    probe::{ANSWER_WAIT, FILTERED_WAIT, Probe, tcp_probe},
+    oidc::{AUDIENCE, Provider, ProviderOptions, Signer, jwt_part},
+    probe::{ANSWER_WAIT, FILTERED_WAIT, Probe, tcp_probe, tcp_probe_from},
+    tls::TestTls,
 };
 use serde_json::Value;
 
+/// The gated port: shut until a token with its scope opens it, for six seconds at most.
+const POSTGRES: Gate = Gate {
+    name: "postgres",
+    port: 5432,
+    scope: "db:connect",
+    max_ttl: "6s",
+    on_expiry: "keep",
+};
+
 /// The policy the demo applies: an SSH-like port for the client's subnet, a web port for
-/// everyone, nothing else.
-fn policy() -> String {
-    format!(
+/// everyone, the auth endpoint, and a database port that only a token opens.
+fn policy(issuer: &str, tls: &TestTls) -> String {
+    let guard = format!(
         r#"[guard]
 interfaces = ["*"]
 mode = "enforce"
@@ -29,7 +51,8 @@ name = "web"
 port = 8080
 protocol = "tcp"
 "#
-    )
+    );
+    guard + &gated::token_tables(issuer, tls, &[POSTGRES])
 }
 
 /// A port the demo connects to, and what it should find there.
@@ -53,7 +76,7 @@ const EXPECTATIONS: [Expectation; 3] = [
     Expectation {
         port: 5432,
         probe: Probe::Filtered,
-        why: "declared nowhere: no answer, not even a reset",
+        why: "gate \"postgres\": no grant, so no answer, not even a reset",
     },
 ];
 
@@ -122,7 +145,19 @@ fn demo() -> anyhow::Result<Checks> {
         );
     }
 
-    let policy = policy();
+    println!("\nStarting the test OpenID provider (node-oidc-provider) in the host namespace...");
+    let provider = Provider::start(
+        &lab.host,
+        &ProviderOptions {
+            port: gated::PROVIDER_PORT,
+            ..ProviderOptions::default()
+        },
+    )?;
+    println!("  issuer {} (on the host's loopback)", provider.issuer());
+    let tls = TestTls::for_lab_host()?;
+    println!("  the auth endpoint's certificate is signed by a throwaway CA (rcgen)");
+
+    let policy = policy(provider.issuer(), &tls);
     println!("\nThe policy:");
     for line in policy.lines() {
         println!("    {line}");
@@ -176,6 +211,8 @@ fn demo() -> anyhow::Result<Checks> {
         }
     }
 
+    token_flow(&mut checks, &lab, &mut agent, &provider, &tls)?;
+
     println!("\nStopping the agent (SIGTERM)...");
     let stopped = stop(&mut agent);
     checks.check(
@@ -193,6 +230,7 @@ fn demo() -> anyhow::Result<Checks> {
 
     println!("\nRemoving the namespaces.");
     drop(agent);
+    drop(provider);
     drop(lab);
     Ok(checks)
 }
@@ -222,4 +260,193 @@ fn stop(agent: &mut Agent) -> anyhow::Result<String> {
     Ok(format!(
         "agent stopped ({status}), detached from {detached} interface(s)"
     ))
+}
+
+/// A token opens the gated port for the client's address, and the kernel shuts it again when
+/// the grant expires.
+fn token_flow(
+    checks: &mut Checks,
+    lab: &Lab,
+    agent: &mut Agent,
+    provider: &Provider,
+    tls: &TestTls,
+) -> anyhow::Result<()> {
+    println!(
+        "\nThe token flow: port 5432 opens for whoever presents a token with scope db:connect."
+    );
+    let keys = agent.wait_for("issuer.keys_loaded", Duration::from_secs(10), |event| {
+        event["event"] == "issuer.keys_loaded"
+    })?;
+    println!("  the agent holds the provider's keys: {}", keys["kids"]);
+    let to = Family::V4.host(POSTGRES.port);
+    let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
+    checks.check(
+        found == Probe::Filtered,
+        &format!(
+            "{:<36} {:<26} no grant yet",
+            route(Family::V4, to),
+            found.to_string()
+        ),
+    );
+
+    let signer = Signer::Es256;
+    let token = provider.token(signer, POSTGRES.scope, AUDIENCE)?;
+    let (header, claims) = (jwt_part(&token, 0)?, jwt_part(&token, 1)?);
+    println!(
+        "\nThe client {} asks the provider for a token (client credentials, resource {AUDIENCE}):",
+        signer.client_id()
+    );
+    println!(
+        "  header: alg {}, kid {}, typ {}",
+        header["alg"], header["kid"], header["typ"]
+    );
+    let lifetime = claims["exp"].as_u64().unwrap_or(0) - claims["iat"].as_u64().unwrap_or(0);
+    println!(
+        "  claims: sub {}, scope {}, aud {}, lives {lifetime} s",
+        claims["sub"], claims["scope"], claims["aud"]
+    );
+    println!(
+        "  (the token itself is never printed nor logged; the log names it by hash {})",
+        token_hash(&token)
+    );
+    let token_file = tls.dir().join("token");
+    std::fs::write(&token_file, &token).context("write the token file")?;
+
+    let mut opened = Vec::new();
+    for family in Family::BOTH {
+        println!(
+            "\n$ portguard open {} --token-file token --port 5432/tcp --ca ca.pem   (in the client namespace)",
+            auth_url(family)
+        );
+        let output = gated::portguard_open(
+            &lab.client,
+            tls,
+            family,
+            &token_file,
+            &["--port", "5432/tcp"],
+        )?;
+        let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let complaint = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        println!(
+            "  {}",
+            if printed.is_empty() {
+                &complaint
+            } else {
+                &printed
+            }
+        );
+        checks.check(output.status.success(), "portguard open was granted");
+        let id = printed
+            .strip_prefix("grant ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned();
+
+        let to = family.host(POSTGRES.port);
+        let found = tcp_probe(&lab.client, to, ANSWER_WAIT);
+        checks.check(
+            found == Probe::Open,
+            &format!(
+                "{:<36} {:<26} grant {id}",
+                route(family, to),
+                found.to_string()
+            ),
+        );
+        let other = family.client_other();
+        let found = tcp_probe_from(&lab.client, other, to, FILTERED_WAIT);
+        let from = match other {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        checks.check(
+            found == Probe::Filtered,
+            &format!(
+                "{:<36} {:<26} the client's other address: not the grant's",
+                format!("{from} → {to}"),
+                found.to_string()
+            ),
+        );
+        opened.push(id);
+    }
+
+    println!("\nWhat the agent logged about it:");
+    for (what, name) in [
+        ("token.accepted", "token.accepted"),
+        ("grant.opened", "grant.opened"),
+    ] {
+        match agent.wait_for(what, Duration::from_secs(2), |e| e["event"] == name) {
+            Ok(event) => println!("  {event}"),
+            Err(_) => checks.check(false, &format!("no {what} event")),
+        }
+    }
+    let by_grant = |event: &Value| event["event"] == "flow.allowed" && event["reason"] == "grant";
+    match agent.wait_for("flow.allowed by a grant", Duration::from_secs(2), by_grant) {
+        Ok(event) => println!("  {event}"),
+        Err(_) => checks.check(false, "no flow.allowed event for the grant"),
+    }
+    let logged = agent
+        .events()
+        .iter()
+        .any(|e| e.to_string().contains(&token));
+    checks.check(!logged, "no event holds the token");
+
+    println!("\n$ portguard grants list   (the operator, through the agent's control socket)");
+    let socket = control_socket(agent.policy(), lab.host.name());
+    let listed = std::process::Command::new(portguard_bin()?)
+        .args(["grants", "list", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .context("run portguard grants list")?;
+    let mut expires_ms = 0;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let grant: Value = serde_json::from_str(line).unwrap_or_default();
+        let expires = grant["expires_unix_ms"].as_u64().unwrap_or(0);
+        let ports: Vec<String> = grant["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("?")))
+            .collect();
+        println!(
+            "  {} for {} opens {} to subject {}, expires in {:.1} s",
+            grant["id"].as_str().unwrap_or("?"),
+            grant["source"].as_str().unwrap_or("?"),
+            ports.join(", "),
+            grant["subject"].as_str().unwrap_or("?"),
+            expires.saturating_sub(now_ms) as f64 / 1000.0
+        );
+        expires_ms = expires_ms.max(expires);
+    }
+    checks.check(listed.status.success(), "portguard grants list answered");
+
+    println!(
+        "\nWaiting for the grants to expire (max_ttl {})...",
+        POSTGRES.max_ttl
+    );
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    thread::sleep(Duration::from_millis(
+        expires_ms.saturating_sub(now_ms) + 300,
+    ));
+    for family in Family::BOTH {
+        let to = family.host(POSTGRES.port);
+        let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
+        checks.check(
+            found == Probe::Filtered,
+            &format!(
+                "{:<36} {:<26} grant expired: the kernel refuses it",
+                route(family, to),
+                found.to_string()
+            ),
+        );
+    }
+    for id in opened.iter().filter(|id| !id.is_empty()) {
+        match agent.wait_for("grant.expired", Duration::from_secs(2), |e| {
+            e["event"] == "grant.expired" && e["grant"] == id.as_str()
+        }) {
+            Ok(event) => println!("  {event}"),
+            Err(_) => checks.check(false, &format!("no grant.expired event for {id}")),
+        }
+    }
+    Ok(())
 }
