@@ -29,7 +29,7 @@ use crate::{
     interfaces,
     issuers::Issuers,
     loader::Guard,
-    policy::{Policy, SessionEnv},
+    policy::{Auth, Policy, SessionEnv},
     tokens::Validator,
 };
 
@@ -122,35 +122,7 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     let control = control::bind(&options.control_socket)?;
     tasks.spawn(control::serve(control, engine.clone(), log.clone()));
     if let (Some(auth), Some(tls)) = (&policy.auth, tls) {
-        let issuers = Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?;
-        tasks.spawn(issuers.clone().run(log.clone()));
-        let app = api::App {
-            validator: Arc::new(Validator::new(auth.audience.clone(), TOKEN_LEEWAY)),
-            cache: Arc::default(),
-            issuers,
-            gates: policy.gates.clone().into(),
-            engine: engine.clone(),
-            log: log.clone(),
-            limiter: Arc::new(api::RateLimiter::new(
-                api::Limits::default().requests_burst,
-                api::Limits::default().requests_per_second,
-            )),
-        };
-        let limits = api::Limits::default();
-        let router = api::router(app, &limits);
-        for listener in api::bind(&auth.listen)
-            .await
-            .context("listen on the auth endpoint")?
-        {
-            let address = listener.local_addr()?;
-            log.emit(Event::new("auth.listening").with("address", address.to_string()));
-            tasks.spawn(api::serve(
-                listener,
-                tokio_rustls::TlsAcceptor::from(tls.clone()),
-                router.clone(),
-                limits.clone(),
-            ));
-        }
+        start_auth(&mut tasks, &policy, auth, tls, &engine, &log).await?;
     }
 
     let outcome = wait_for_stop(&engine, &log, policy_path).await;
@@ -173,6 +145,49 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     }
     let _ = std::fs::remove_file(&options.control_socket);
     outcome.map(|_| ExitCode::SUCCESS)
+}
+
+/// Starts the issuers' key fetching and the auth endpoint on each listen address.
+async fn start_auth(
+    tasks: &mut JoinSet<()>,
+    policy: &Policy,
+    auth: &Auth,
+    tls: Arc<rustls::ServerConfig>,
+    engine: &SharedEngine,
+    log: &EventLog,
+) -> anyhow::Result<()> {
+    let issuers = Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?;
+    tasks.spawn(issuers.clone().run(log.clone()));
+
+    let limits = api::Limits::default();
+    let app = api::App {
+        validator: Arc::new(Validator::new(auth.audience.clone(), TOKEN_LEEWAY)),
+        cache: Arc::default(),
+        issuers,
+        gates: policy.gates.clone().into(),
+        engine: engine.clone(),
+        log: log.clone(),
+        limiter: Arc::new(api::RateLimiter::new(
+            limits.requests_burst,
+            limits.requests_per_second,
+        )),
+    };
+    let router = api::router(app, &limits);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    for listener in api::bind(&auth.listen)
+        .await
+        .context("listen on the auth endpoint")?
+    {
+        let address = listener.local_addr()?;
+        log.emit(Event::new("auth.listening").with("address", address.to_string()));
+        tasks.spawn(api::serve(
+            listener,
+            acceptor.clone(),
+            router.clone(),
+            limits.clone(),
+        ));
+    }
+    Ok(())
 }
 
 /// Attaches to every interface the policy names, or to none at all.
