@@ -140,8 +140,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let mut guard = Guard::load()?;
         fill(&mut guard, entries)?;
         let (hit, miss) = (
-            measure(&mut guard, &hit, &args)?,
-            measure(&mut guard, &miss, &args)?,
+            measure(&mut guard, &hit, args)?,
+            measure(&mut guard, &miss, args)?,
         );
         let (hit_ratio, miss_ratio) = (hit.ratio_median(), miss.ratio_median());
         let (base_hit, base_miss) = *first.get_or_insert((hit_ratio, miss_ratio));
