@@ -105,9 +105,12 @@ pub fn compile(policy: &Policy, generation: u64) -> MapEntries {
         let flags = ENDPOINT_GATE | if cut { ENDPOINT_CUT } else { 0 };
         for port in gate.ports.first..=gate.ports.last {
             let key = EndpointKey::new(gate.protocol.number(), port);
+            // Never over an endpoint (validation refuses the overlap): the auth endpoint's
+            // port must stay open.
             entries
                 .endpoints
-                .insert(key, EndpointValue { rule: 0, flags });
+                .entry(key)
+                .or_insert(EndpointValue { rule: 0, flags });
         }
         if cut {
             entries.config.flags |= CONFIG_CUT_PORTS;

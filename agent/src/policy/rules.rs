@@ -7,13 +7,14 @@ use std::ops::Range;
 use super::error::Problems;
 use super::raw::{RawPolicy, Text};
 use super::validate::Placed;
-use super::{Endpoint, Gate, MAX_ENDPOINT_ENTRIES, PortRange};
+use super::{Auth, Endpoint, Gate, MAX_ENDPOINT_ENTRIES, PortRange, Protocol};
 
 pub(super) fn check(
     problems: &mut Problems,
     raw: &RawPolicy,
     endpoints: &[Placed<Endpoint>],
     gates: &[Placed<Gate>],
+    auth: Option<&Auth>,
 ) {
     unique_names(
         problems,
@@ -33,7 +34,32 @@ pub(super) fn check(
     needs_auth(problems, raw);
     issuers_declared(problems, raw);
     no_overlap(problems, endpoints, gates);
+    no_gate_on_auth(problems, gates, auth);
     entries_within_limit(problems, endpoints);
+}
+
+/// The auth endpoint's own port stays open to everyone: a gate on it would lock every token
+/// out.
+fn no_gate_on_auth(problems: &mut Problems, gates: &[Placed<Gate>], auth: Option<&Auth>) {
+    let Some(auth) = auth else { return };
+    for gate in gates {
+        let g = &gate.value;
+        let taken = auth
+            .listen
+            .iter()
+            .map(|a| a.port())
+            .find(|p| g.ports.contains(*p));
+        if let (Protocol::Tcp, Some(port)) = (g.protocol, taken) {
+            problems.push(
+                &gate.port,
+                format!(
+                    "port: gate {:?} claims tcp {port}, the [auth] endpoint's listen port: \
+                     expected another port (tokens are presented there)",
+                    g.name
+                ),
+            );
+        }
+    }
 }
 
 /// Names of one kind of table are unique; a missing or empty name was reported already.

@@ -64,7 +64,7 @@ pub(super) fn validate(path: &Path, raw: &RawPolicy, text: &str) -> Result<Polic
         .map(|table| events(&mut problems, table))
         .unwrap_or_default();
 
-    rules::check(&mut problems, raw, &endpoints, &gates);
+    rules::check(&mut problems, raw, &endpoints, &gates, auth.as_ref());
 
     let locations = locations(&problems, raw, &endpoints, &gates);
     let policy = Policy {

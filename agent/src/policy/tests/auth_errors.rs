@@ -21,6 +21,23 @@ fn gate_without_auth_is_an_error_at_the_gate() {
 }
 
 #[test]
+fn gate_on_the_auth_listen_port_is_an_error_at_its_port() {
+    let gate = "\n[[gate]]\nname = \"db\"\nport = 8443\nprotocol = \"tcp\"\nscope = \"db\"\n";
+    let text = format!("{AUTH}{ISSUER}{gate}");
+
+    let found = super::problems(&text);
+
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (14, 8));
+    assert!(
+        found[0]
+            .message
+            .contains("the [auth] endpoint's listen port"),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn issuer_without_auth_is_an_error_at_the_issuer() {
     assert_problem(ISSUER, 2, 1, "[[issuer]] needs an [auth] table");
 }
