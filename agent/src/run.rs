@@ -29,6 +29,7 @@ use crate::{
     interfaces,
     issuers::Issuers,
     loader::Guard,
+    notify::{Notifier, watchdog_interval},
     policy::{Auth, Policy, SessionEnv},
     tokens::Validator,
 };
@@ -91,6 +92,7 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     guard.apply(&entries).context("fill the guard's maps")?;
     log.emit(loaded(&policy, &entries, generation));
     let names = attach(&mut guard, &policy, &log)?;
+    let interface_count = names.read().map(|n| n.len()).unwrap_or(0);
 
     // 3. Grants still live in the ledger are enforced again.
     let now = SystemTime::now();
@@ -125,7 +127,14 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         start_auth(&mut tasks, &policy, auth, tls, &engine, &log).await?;
     }
 
-    let outcome = wait_for_stop(&engine, &log, policy_path).await;
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!(
+        "guarding {interface_count} interface(s), {} endpoint(s), {} gate(s)",
+        policy.endpoints.len(),
+        policy.gates.len(),
+    ));
+    let outcome = wait_for_stop(&engine, &log, policy_path, &notifier).await;
+    notifier.stopping("detaching the guard");
 
     // 6. Stop: detach everything this agent attached. Live grants stay in the ledger.
     tasks.abort_all();
@@ -278,12 +287,18 @@ async fn wait_for_stop(
     engine: &SharedEngine,
     log: &EventLog,
     policy_path: &Path,
+    notifier: &Notifier,
 ) -> anyhow::Result<String> {
     let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("handle SIGHUP")?;
     let mut ticker = tokio::time::interval(LOST_EVENTS_INTERVAL);
     let mut lost_reported = (0, 0);
+    // systemd's watchdog, when the unit sets one: pinged from the same loop that reads the
+    // kernel's counters, so a stuck agent stops pinging.
+    let mut watchdog =
+        tokio::time::interval(watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_on = watchdog_interval().is_some();
 
     loop {
         tokio::select! {
@@ -298,6 +313,7 @@ async fn wait_for_stop(
                 };
                 log.emit(rejected(policy_path, &reason));
             }
+            _ = watchdog.tick(), if watchdog_on => notifier.watchdog(),
             _ = ticker.tick() => {
                 let counters = engine.lock().kernel.counters();
                 match counters {
