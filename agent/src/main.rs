@@ -81,6 +81,23 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Write the man page or shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate {
+        artifact: Artifact,
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Artifact {
+    /// The man page, portguard.1.
+    Man,
+    /// Shell completions for bash, zsh and fish.
+    Completions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +133,7 @@ fn main() -> ExitCode {
             action,
             control_socket,
         } => grants(action, &control_socket),
+        Command::Generate { artifact, out } => generate(artifact, &out),
         Command::Open {
             url,
             token_file,
@@ -137,6 +155,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn generate(artifact: Artifact, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let mut command = Cli::command();
+    match artifact {
+        Artifact::Man => {
+            let path = out.join("portguard.1");
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .context("render the man page")?;
+            std::fs::write(&path, page).with_context(|| format!("write {}", path.display()))?;
+        }
+        Artifact::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut command, "portguard", out)
+                    .with_context(|| format!("write {shell} completions"))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn grants(action: GrantsAction, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
