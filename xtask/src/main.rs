@@ -42,6 +42,9 @@ enum Task {
     },
     /// Set up, then show the guard at work in two network namespaces (root).
     Demo,
+    /// Build the Debian package (binary, systemd unit, default policy, man page, completions)
+    /// into target/debian/.
+    Package,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { unit } => test(unit),
         Task::Bench { repeat, runs } => bench(repeat, runs),
         Task::Demo => demo(),
+        Task::Package => package(),
     }
 }
 
@@ -139,6 +143,29 @@ fn demo() -> anyhow::Result<()> {
         bail!("the demo failed ({status})");
     }
     Ok(())
+}
+
+fn package() -> anyhow::Result<()> {
+    setup::run()?;
+    setup::cargo_deb()?;
+    cargo(&["build", "--release", "-p", "portguard"]).context("build the agent")?;
+
+    let root = workspace_root();
+    let agent = root.join("target/release/portguard");
+    for (artifact, dir) in [
+        ("man", "target/package/man"),
+        ("completions", "target/package/completions"),
+    ] {
+        let status = Command::new(&agent)
+            .args(["generate", artifact, "--out"])
+            .arg(root.join(dir))
+            .status()
+            .with_context(|| format!("generate the {artifact}"))?;
+        if !status.success() {
+            bail!("portguard generate {artifact} failed ({status})");
+        }
+    }
+    cargo(&["deb", "-p", "portguard", "--no-build"]).context("build the Debian package")
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

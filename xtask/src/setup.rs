@@ -151,6 +151,20 @@ fn oidc_provider() -> anyhow::Result<()> {
     .context("install tests/oidc's npm packages")
 }
 
+/// cargo-deb, for `cargo xtask package` only.
+pub fn cargo_deb() -> anyhow::Result<()> {
+    let present = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-deb");
+    execute(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))
+        .context("install cargo-deb")
+}
+
 fn execute(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()

@@ -287,3 +287,17 @@ fn load_of_a_missing_file_names_the_path() {
     );
     assert!(error.problems().is_empty());
 }
+
+#[test]
+fn the_packaged_default_policy_is_valid_and_only_monitors() {
+    let text = include_str!("../../../../packaging/policy.toml");
+
+    let policy = parse(text).expect("the packaged policy parses");
+
+    assert_eq!(
+        policy.guard.mode,
+        super::Mode::Monitor,
+        "it must lock nothing out"
+    );
+    assert!(policy.endpoints.iter().any(|e| e.ports.contains(22)));
+}
