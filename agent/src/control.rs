@@ -15,7 +15,11 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use crate::{engine::SharedEngine, events::EventLog};
+use crate::{
+    engine::SharedEngine,
+    events::EventLog,
+    status::{self, Expected},
+};
 
 pub const DEFAULT_SOCKET: &str = "/run/portguard/control.sock";
 /// Longest request line read; longer ones close the connection.
@@ -24,6 +28,7 @@ const MAX_REQUEST_BYTES: usize = 4096;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    Status,
     GrantsList,
     GrantsRevoke { id: String },
 }
@@ -78,23 +83,31 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
+/// What the control socket answers from.
+#[derive(Clone)]
+pub struct Control {
+    pub engine: SharedEngine,
+    pub log: EventLog,
+    pub expected: Expected,
+}
+
 /// Answers requests until the task is dropped.
-pub async fn serve(listener: UnixListener, engine: SharedEngine, log: EventLog) {
+pub async fn serve(listener: UnixListener, control: Control) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (engine, log) = (engine.clone(), log.clone());
+        let control = control.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &engine, &log).await {
+            if let Err(error) = answer(stream, &control).await {
                 tracing::debug!(%error, "control connection");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, engine: &SharedEngine, log: &EventLog) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 * 16)).lines();
     // An idle client is dropped after 30 s.
@@ -104,7 +117,7 @@ async fn answer(stream: UnixStream, engine: &SharedEngine, log: &EventLog) -> st
             break;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(request, engine, log),
+            Ok(request) => handle(request, control).await,
             Err(error) => json!({ "ok": false, "error": format!("bad request: {error}") }),
         };
         let mut text = reply.to_string();
@@ -114,12 +127,17 @@ async fn answer(stream: UnixStream, engine: &SharedEngine, log: &EventLog) -> st
     Ok(())
 }
 
-fn handle(request: Request, engine: &SharedEngine, log: &EventLog) -> Value {
+async fn handle(request: Request, control: &Control) -> Value {
     match request {
-        Request::GrantsList => json!({ "ok": true, "grants": engine.grants() }),
-        Request::GrantsRevoke { id } => match engine.revoke(&id, SystemTime::now()) {
+        Request::Status => {
+            json!({ "ok": true, "status": status::collect(&control.engine, &control.expected).await })
+        }
+        Request::GrantsList => json!({ "ok": true, "grants": control.engine.grants() }),
+        Request::GrantsRevoke { id } => match control.engine.revoke(&id, SystemTime::now()) {
             Ok(grant) => {
-                log.emit(grant.event("grant.revoked").with("by", "operator"));
+                control
+                    .log
+                    .emit(grant.event("grant.revoked").with("by", "operator"));
                 json!({ "ok": true, "grant": grant })
             }
             Err(error) => json!({ "ok": false, "error": error.to_string() }),

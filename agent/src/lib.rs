@@ -15,4 +15,5 @@ pub mod notify;
 pub mod open;
 pub mod policy;
 pub mod run;
+pub mod status;
 pub mod tokens;

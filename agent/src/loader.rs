@@ -237,6 +237,31 @@ impl Guard {
         &self.attachments
     }
 
+    /// The kernel's ids of the XDP guard and the egress recorder.
+    pub fn program_ids(&mut self) -> Result<(u32, u32), LoadError> {
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, program_names::XDP_GUARD)?;
+        let program_error = |name| move |source| LoadError::Program { name, source };
+        let xdp = xdp
+            .info()
+            .map_err(program_error(program_names::XDP_GUARD))?
+            .id();
+        let egress: &mut SchedClassifier = program_mut(&mut self.ebpf, program_names::TC_EGRESS)?;
+        let egress = egress
+            .info()
+            .map_err(program_error(program_names::TC_EGRESS))?
+            .id();
+        Ok((xdp, egress))
+    }
+
+    /// The configuration the kernel holds now.
+    pub fn config(&self) -> Result<Config, LoadError> {
+        let name = map_names::CONFIG;
+        let array: Array<_, Config> =
+            Array::try_from(self.ebpf.map(name).ok_or_else(|| missing_map(name))?)
+                .map_err(map_error(name))?;
+        array.get(&0, 0).map_err(map_error(name))
+    }
+
     /// Detaches from every interface, returning the ones left.
     pub fn detach_all(&mut self) -> Vec<Interface> {
         let mut detached = Vec::new();

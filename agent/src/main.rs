@@ -55,6 +55,15 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// What the kernel enforces now; exits 1 when it is not what the policy asks for.
+    Status {
+        /// The whole status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The running agent's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
+    },
     /// List or revoke the running agent's grants.
     Grants {
         #[command(subcommand)]
@@ -133,6 +142,10 @@ fn main() -> ExitCode {
             action,
             control_socket,
         } => grants(action, &control_socket),
+        Command::Status {
+            json,
+            control_socket,
+        } => status(json, &control_socket),
         Command::Generate { artifact, out } => generate(artifact, &out),
         Command::Open {
             url,
@@ -183,6 +196,25 @@ fn generate(artifact: Artifact, out: &std::path::Path) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+fn status(json: bool, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(control::ask(socket, &Request::Status))?;
+    let status = &answer["status"];
+    if json {
+        println!("{status:#}");
+    } else {
+        print!("{}", portguard::status::describe(status));
+    }
+    let enforcing = status["enforcing"].as_bool().unwrap_or(false);
+    Ok(if enforcing {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn grants(action: GrantsAction, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     let request = match action {
         GrantsAction::List => Request::GrantsList,
@@ -199,6 +231,7 @@ fn grants(action: GrantsAction, socket: &std::path::Path) -> anyhow::Result<Exit
             }
         }
         Request::GrantsRevoke { id } => println!("grant {id} revoked"),
+        Request::Status => unreachable!("status has its own command"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,7 @@ use crate::{
     loader::Guard,
     notify::{Notifier, watchdog_interval},
     policy::{Auth, Policy, SessionEnv},
+    status::Expected,
     tokens::Validator,
 };
 
@@ -121,12 +122,32 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         }
     });
     tasks.spawn(crate::engine::watch_expiry(engine.clone(), log.clone()));
-    let control = control::bind(&options.control_socket)?;
-    tasks.spawn(control::serve(control, engine.clone(), log.clone()));
-    if let (Some(auth), Some(tls)) = (&policy.auth, tls) {
-        start_auth(&mut tasks, &policy, auth, tls, &engine, &log).await?;
+    let issuers = match &policy.auth {
+        Some(_) => Some(Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?),
+        None => None,
+    };
+    let expected = Expected {
+        policy: policy.path.clone(),
+        mode: policy.guard.mode,
+        generation,
+        issuers: issuers.clone(),
+    };
+    let listener = control::bind(&options.control_socket)?;
+    let control = control::Control {
+        engine: engine.clone(),
+        log: log.clone(),
+        expected,
+    };
+    tasks.spawn(control::serve(listener, control));
+    if let (Some(auth), Some(tls), Some(issuers)) = (&policy.auth, tls, issuers) {
+        start_auth(&mut tasks, &policy, auth, tls, issuers, &engine, &log).await?;
     }
 
+    log.emit(
+        Event::new("agent.ready")
+            .with("interfaces", interface_count)
+            .with("control_socket", &options.control_socket),
+    );
     let notifier = Notifier::from_env();
     notifier.ready(&format!(
         "guarding {interface_count} interface(s), {} endpoint(s), {} gate(s)",
@@ -162,10 +183,10 @@ async fn start_auth(
     policy: &Policy,
     auth: &Auth,
     tls: Arc<rustls::ServerConfig>,
+    issuers: Issuers,
     engine: &SharedEngine,
     log: &EventLog,
 ) -> anyhow::Result<()> {
-    let issuers = Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?;
     tasks.spawn(issuers.clone().run(log.clone()));
 
     let limits = api::Limits::default();
