@@ -11,6 +11,7 @@ pub mod grants;
 pub mod interfaces;
 pub mod issuers;
 pub mod loader;
+pub mod metrics;
 pub mod notify;
 pub mod open;
 pub mod policy;

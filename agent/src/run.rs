@@ -139,6 +139,15 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         expected,
     };
     tasks.spawn(control::serve(listener, control));
+    if let Some(address) = policy.events.metrics {
+        let (engine, log) = (engine.clone(), log.clone());
+        tasks.spawn(async move {
+            log.emit(Event::new("metrics.listening").with("address", address.to_string()));
+            if let Err(error) = crate::metrics::serve(address, engine, generation).await {
+                tracing::error!(%error, %address, "the metrics listener stopped");
+            }
+        });
+    }
     if let (Some(auth), Some(tls), Some(issuers)) = (&policy.auth, tls, issuers) {
         start_auth(&mut tasks, &policy, auth, tls, issuers, &engine, &log).await?;
     }

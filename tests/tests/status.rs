@@ -7,7 +7,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use portguard_tests::{Agent, Lab, agent::control_socket, links::xdp_and_tcx_links, portguard_bin};
+use portguard_tests::{
+    Agent, Lab,
+    agent::control_socket,
+    http::{Request, exchange},
+    in_netns,
+    links::xdp_and_tcx_links,
+    portguard_bin,
+};
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -88,5 +95,37 @@ fn status_says_no_when_the_kernel_lost_the_guard() -> anyhow::Result<()> {
     assert_eq!(output.status.code(), Some(1), "{status:#}");
     assert_eq!(status["enforcing"], false);
     assert_eq!(status["interfaces"][0]["xdp_attached"], false, "{status:#}");
+    Ok(())
+}
+
+#[test]
+fn metrics_expose_the_kernels_counters() -> anyhow::Result<()> {
+    let lab = Lab::new("metrics_expose")?;
+    let policy = format!("{POLICY}\n[events]\nmetrics = \"127.0.0.1:9464\"\n");
+    let mut agent = lab.start_agent(&policy)?;
+    agent.wait_for_event("agent.ready", Duration::from_secs(10))?;
+    agent.wait_for_event("metrics.listening", Duration::from_secs(5))?;
+
+    // The listener is on the host namespace's loopback.
+    let text = in_netns(lab.host.name(), || -> anyhow::Result<String> {
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9464")?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let response = exchange(
+            &mut stream,
+            &Request::new("GET", "127.0.0.1:9464", "/metrics"),
+        )?;
+        anyhow::ensure!(
+            response.status == 200,
+            "metrics answered {}",
+            response.status
+        );
+        Ok(response.text())
+    })??;
+
+    assert!(
+        text.contains("portguard_packets_total{reason=\"port_closed\",verdict=\"drop\"}"),
+        "{text}"
+    );
+    assert!(text.contains("portguard_policy_generation 1"), "{text}");
     Ok(())
 }
