@@ -22,6 +22,15 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         common.join("Cargo.toml").display()
     );
+    // Which build this is, for `--version` and the `agent.started` event: packagers (and the
+    // upgrade test's second build) set PORTGUARD_BUILD_ID.
+    println!("cargo:rerun-if-env-changed=PORTGUARD_BUILD_ID");
+    let build = std::env::var("PORTGUARD_BUILD_ID").unwrap_or_else(|_| "unspecified".into());
+    println!("cargo:rustc-env=PORTGUARD_BUILD={build}");
+    println!(
+        "cargo:rustc-env=PORTGUARD_VERSION={} (build {build})",
+        std::env::var("CARGO_PKG_VERSION")?
+    );
     let out_dir = std::env::var("OUT_DIR")?;
     let object = std::path::Path::new(&out_dir).join("portguard-bpf");
 

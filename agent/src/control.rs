@@ -5,6 +5,7 @@
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -88,7 +89,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 pub struct Control {
     pub engine: SharedEngine,
     pub log: EventLog,
-    pub expected: Expected,
+    /// What the policy in force asks for; a reload replaces it.
+    pub expected: Arc<RwLock<Expected>>,
+}
+
+impl Control {
+    /// A copy of what the policy in force asks for.
+    fn expected(&self) -> Expected {
+        self.expected.read().expect("expected lock").clone()
+    }
 }
 
 /// Answers requests until the task is dropped.
@@ -130,7 +139,7 @@ async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
 async fn handle(request: Request, control: &Control) -> Value {
     match request {
         Request::Status => {
-            json!({ "ok": true, "status": status::collect(&control.engine, &control.expected).await })
+            json!({ "ok": true, "status": status::collect(&control.engine, &control.expected()).await })
         }
         Request::GrantsList => json!({ "ok": true, "grants": control.engine.grants() }),
         Request::GrantsRevoke { id } => match control.engine.revoke(&id, SystemTime::now()) {

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, builder::BoolishValueParser};
 use portguard::{
     check,
     control::{self, DEFAULT_SOCKET, Request},
@@ -10,10 +10,13 @@ use portguard::{
     run::{RunOptions, run},
 };
 
+/// Where the guard is pinned unless told otherwise.
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/portguard";
+
 /// Keeps every port of this host shut, except the declared endpoints and what valid access
 /// tokens open.
 #[derive(Debug, Parser)]
-#[command(name = "portguard", version, about, long_about = None)]
+#[command(name = "portguard", version = env!("PORTGUARD_VERSION"), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,8 +44,18 @@ enum Command {
         /// The control socket the CLI talks to.
         #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
         control_socket: PathBuf,
+        /// Where the guard's programs, links and maps are pinned (on a bpffs, mounted at
+        /// /sys/fs/bpf when missing): what keeps the guard enforcing while the agent is
+        /// stopped, and what the next agent adopts.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "PORTGUARD_PIN_DIR")]
+        pin_dir: PathBuf,
+        /// Apply a policy that would shut out an open SSH connection or IPv6 neighbour
+        /// discovery (see `check`); try a policy in monitor mode first instead.
+        #[arg(long, env = "PORTGUARD_FORCE", value_parser = BoolishValueParser::new())]
+        force: bool,
     },
-    /// Validate a policy file without touching the kernel; exits 1 when it has errors.
+    /// Validate a policy file without touching the kernel; exits 1 when it has errors or
+    /// would shut out an open SSH connection.
     Check {
         /// The policy file.
         #[arg(
@@ -54,6 +67,18 @@ enum Command {
         /// Exit 2 when the policy has warnings.
         #[arg(long)]
         strict: bool,
+        /// Report what the policy would shut out as warnings, not errors.
+        #[arg(long, env = "PORTGUARD_FORCE", value_parser = BoolishValueParser::new())]
+        force: bool,
+    },
+    /// Remove the guard from the kernel: unpin its links (the interfaces are unguarded from
+    /// then on), programs and maps. Refused while an agent answers on the control socket:
+    /// stop the service first.
+    Uninstall {
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "PORTGUARD_PIN_DIR")]
+        pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
     },
     /// What the kernel enforces now; exits 1 when it is not what the policy asks for.
     Status {
@@ -132,12 +157,24 @@ fn main() -> ExitCode {
             policy,
             state_dir,
             control_socket,
+            pin_dir,
+            force,
         } => run(&RunOptions {
             policy,
             state_dir,
             control_socket,
+            pin_dir,
+            force,
         }),
-        Command::Check { policy, strict } => check::check(&policy, strict),
+        Command::Uninstall {
+            pin_dir,
+            control_socket,
+        } => uninstall(&pin_dir, &control_socket),
+        Command::Check {
+            policy,
+            strict,
+            force,
+        } => check::check(&policy, check::CheckOptions { strict, force }),
         Command::Grants {
             action,
             control_socket,
@@ -192,6 +229,37 @@ fn generate(artifact: Artifact, out: &std::path::Path) -> anyhow::Result<ExitCod
                     .with_context(|| format!("write {shell} completions"))?;
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn uninstall(pin_dir: &std::path::Path, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if runtime
+        .block_on(control::ask(socket, &Request::Status))
+        .is_ok()
+    {
+        anyhow::bail!(
+            "an agent answers on {}: stop it first (systemctl stop portguard), or it would \
+             keep the guard attached",
+            socket.display()
+        );
+    }
+    let removed = portguard::loader::pins::remove_all(pin_dir)?;
+    let links = removed
+        .iter()
+        .filter(|path| path.parent().is_some_and(|p| p.ends_with("links")))
+        .count();
+    if removed.is_empty() {
+        println!("nothing pinned at {}", pin_dir.display());
+    } else {
+        println!(
+            "removed the guard pinned at {}: {links} link(s) detached, {} pin(s) removed",
+            pin_dir.display(),
+            removed.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

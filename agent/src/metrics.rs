@@ -2,7 +2,14 @@
 //! counters by reason and verdict, lost events, live grants, and the policy generation, in
 //! the text exposition format. Plain HTTP: bind it to a local or management address.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use portguard_common::Reason;
@@ -12,14 +19,14 @@ use crate::engine::SharedEngine;
 #[derive(Clone)]
 struct Metrics {
     engine: SharedEngine,
-    generation: u64,
+    generation: Arc<AtomicU64>,
 }
 
 /// Serves `GET /metrics` on `address` until the task is dropped.
 pub async fn serve(
     address: SocketAddr,
     engine: SharedEngine,
-    generation: u64,
+    generation: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let router = Router::new()
@@ -33,7 +40,11 @@ async fn metrics(State(state): State<Metrics>) -> impl IntoResponse {
         let engine = state.engine.lock();
         (engine.kernel.counters().ok(), engine.book.list().len())
     };
-    let body = render(counters.as_ref(), grants, state.generation);
+    let body = render(
+        counters.as_ref(),
+        grants,
+        state.generation.load(Ordering::Relaxed),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

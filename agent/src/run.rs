@@ -1,13 +1,17 @@
-//! `portguard run`: the daemon. In order: validate the policy; load and fill the kernel maps;
-//! attach to the policy's interfaces; restore live grants from the ledger; fetch the issuers'
-//! keys; serve the auth endpoint and the control socket; log what the kernel decides; detach
-//! on SIGTERM.
+//! `portguard run`: the daemon. In order: validate the policy; load the kernel programs over
+//! the pinned maps and fill them; attach to the policy's interfaces, adopting the links an
+//! earlier agent pinned; restore live grants from the ledger; fetch the issuers' keys; serve
+//! the auth endpoint and the control socket; log what the kernel decides; reload on SIGHUP.
+//! On SIGTERM the agent goes and the guard stays: only `portguard uninstall` removes it.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -30,7 +34,7 @@ use crate::{
     issuers::Issuers,
     loader::Guard,
     notify::{Notifier, watchdog_interval},
-    policy::{Auth, Policy, SessionEnv},
+    policy::{Auth, Interfaces, Policy, SessionEnv},
     status::Expected,
     tokens::Validator,
 };
@@ -46,6 +50,10 @@ pub struct RunOptions {
     pub policy: PathBuf,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// Where the guard's programs, links and maps are pinned (on a bpffs).
+    pub pin_dir: PathBuf,
+    /// Apply the policy even if it would shut the operator out (`lockout::refuse_unless_forced`).
+    pub force: bool,
 }
 
 pub fn run(options: &RunOptions) -> anyhow::Result<ExitCode> {
@@ -58,11 +66,14 @@ pub fn run(options: &RunOptions) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
+    // First of all, so that a signal during start-up is handled once running, not fatal.
+    let mut signals = Signals::install()?;
     let policy_path = options.policy.as_path();
     let stdout_only = EventLog::open(None)?;
     stdout_only.emit(
         Event::new("agent.started")
             .with("version", env!("CARGO_PKG_VERSION"))
+            .with("build", env!("PORTGUARD_BUILD"))
             .with("pid", std::process::id())
             .with("policy", policy_path),
     );
@@ -77,6 +88,20 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Nor does a policy that would shut the operator out, unless forced.
+    match crate::lockout::refuse_unless_forced(&policy, options.force) {
+        Ok(warnings) => {
+            for warning in &warnings {
+                tracing::warn!("{}:{warning}", policy.path.display());
+            }
+        }
+        Err(refused) => {
+            let description = refused.to_string();
+            stdout_only.emit(rejected(policy_path, &description));
+            eprintln!("{}", description.trim_end());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     let log = EventLog::open(policy.events.file.as_deref())?;
     let tls = match &policy.auth {
         Some(auth) => Some(
@@ -86,24 +111,41 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    // 2. Load, fill the maps, then attach: the programs never run on half a policy.
-    let generation = 1;
+    // 2. Load over the pinned maps, fill them, then attach (or adopt): the programs never
+    // run on half a policy. A guard left by an earlier agent keeps enforcing its policy
+    // until the new one is in the maps.
+    let mut guard = Guard::open(&options.pin_dir).context("load the guard")?;
+    let previous = guard.previous_config();
+    let generation = previous.map_or(1, |config| config.generation + 1);
     let entries = compile(&policy, generation);
-    let mut guard = Guard::load().context("load the guard")?;
     guard.apply(&entries).context("fill the guard's maps")?;
-    log.emit(loaded(&policy, &entries, generation));
+    log.emit(
+        loaded(&policy, &entries, generation)
+            .with("pin_dir", &options.pin_dir)
+            .with("adopted", previous.is_some()),
+    );
     let names = attach(&mut guard, &policy, &log)?;
+    for ifindex in guard.release_unadopted() {
+        log.emit(
+            Event::new("guard.detached")
+                .with("ifindex", ifindex)
+                .with("reason", "not_in_policy"),
+        );
+    }
+    match guard.finish_pinning() {
+        Ok(removed) if !removed.is_empty() => {
+            log.emit(Event::new("guard.old_layout_removed").with("pins", &removed));
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %format!("{error:#}"), "pin the programs"),
+    }
     let interface_count = names.read().map(|n| n.len()).unwrap_or(0);
 
-    // 3. Grants still live in the ledger are enforced again.
+    // 3. Grants still live in the ledger are enforced again. When the ledger cannot be
+    // opened, the guard stays as it is (grants in the kernel keep their expiry).
     let now = SystemTime::now();
-    let (book, restored) = match GrantBook::open(&options.state_dir, &mut guard, now) {
-        Ok(opened) => opened,
-        Err(error) => {
-            guard.detach_all();
-            return Err(error).context("open the grant ledger");
-        }
-    };
+    let (book, restored) = GrantBook::open(&options.state_dir, &mut guard, now)
+        .context("open the grant ledger (the guard stays in place)")?;
     report_restored(&log, &restored);
     let ring = guard.take_events()?;
     let engine = SharedEngine::new(Engine {
@@ -114,8 +156,8 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     // 4-5. Issuers, the auth endpoint, the control socket, the kernel's events, expiry.
     let mut tasks = JoinSet::new();
     let rules = Arc::new(RwLock::new(entries.rules.clone()));
-    let reader =
-        FlowReader::new(ring, log.clone(), rules, names).context("watch the event ring buffer")?;
+    let reader = FlowReader::new(ring, log.clone(), rules.clone(), names.clone())
+        .context("watch the event ring buffer")?;
     tasks.spawn(async move {
         if let Err(error) = reader.run().await {
             tracing::error!(%error, "reading the kernel's events stopped");
@@ -126,21 +168,23 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         Some(_) => Some(Issuers::new(&policy.issuers).context("set up the issuers' HTTPS client")?),
         None => None,
     };
-    let expected = Expected {
+    let expected = Arc::new(RwLock::new(Expected {
         policy: policy.path.clone(),
         mode: policy.guard.mode,
         generation,
         issuers: issuers.clone(),
-    };
+    }));
     let listener = control::bind(&options.control_socket)?;
     let control = control::Control {
         engine: engine.clone(),
         log: log.clone(),
-        expected,
+        expected: expected.clone(),
     };
     tasks.spawn(control::serve(listener, control));
+    let generation_in_force = Arc::new(AtomicU64::new(generation));
     if let Some(address) = policy.events.metrics {
         let (engine, log) = (engine.clone(), log.clone());
+        let generation = generation_in_force.clone();
         tasks.spawn(async move {
             log.emit(Event::new("metrics.listening").with("address", address.to_string()));
             if let Err(error) = crate::metrics::serve(address, engine, generation).await {
@@ -148,8 +192,18 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    let gates = api::Gates::new(policy.gates.clone());
     if let (Some(auth), Some(tls), Some(issuers)) = (&policy.auth, tls, issuers) {
-        start_auth(&mut tasks, &policy, auth, tls, issuers, &engine, &log).await?;
+        start_auth(&mut tasks, auth, tls, issuers, &gates, &engine, &log).await?;
+    }
+    if policy.guard.interfaces == Interfaces::All {
+        tasks.spawn(crate::hotplug::watch(
+            engine.clone(),
+            log.clone(),
+            names.clone(),
+            policy.guard.interfaces.clone(),
+            policy.guard.mode.as_str(),
+        ));
     }
 
     log.emit(
@@ -163,24 +217,39 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         policy.endpoints.len(),
         policy.gates.len(),
     ));
-    let outcome = wait_for_stop(&engine, &log, policy_path, &notifier).await;
-    notifier.stopping("detaching the guard");
+    let mut running = Running {
+        policy,
+        generation,
+        rules,
+        gates,
+        expected,
+        generation_in_force,
+        force: options.force,
+    };
+    let outcome = wait_for_stop(&engine, &log, &mut running, &notifier, &mut signals).await;
+    notifier.stopping("leaving the guard enforcing");
 
-    // 6. Stop: detach everything this agent attached. Live grants stay in the ledger.
+    // 6. Stop: the agent goes, the guard stays pinned and enforcing (grants expire in the
+    // kernel on time). Only `portguard uninstall` removes it.
     tasks.abort_all();
     let mut engine = engine.lock();
-    let mut stopping =
-        Event::new("agent.stopping").with("signal", outcome.as_deref().unwrap_or("error"));
+    let mut stopping = Event::new("agent.stopping")
+        .with("signal", outcome.as_deref().unwrap_or("error"))
+        .with("guard", "enforcing");
     if let Ok(counters) = engine.kernel.counters() {
         stopping = stopping.with("packets", packets_by_reason(&counters));
     }
     log.emit(stopping);
-    for interface in engine.kernel.detach_all() {
-        log.emit(
-            Event::new("guard.detached")
-                .with("interface", interface.name)
-                .with("ifindex", interface.index),
-        );
+    if let Some(guard) = engine.kernel.guard_mut() {
+        for attachment in guard.attachments() {
+            log.emit(
+                Event::new("guard.kept")
+                    .with("interface", &attachment.interface.name)
+                    .with("ifindex", attachment.interface.index)
+                    .with("link_id", attachment.link_id)
+                    .with("pin_dir", &options.pin_dir),
+            );
+        }
     }
     let _ = std::fs::remove_file(&options.control_socket);
     outcome.map(|_| ExitCode::SUCCESS)
@@ -189,10 +258,10 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
 /// Starts the issuers' key fetching and the auth endpoint on each listen address.
 async fn start_auth(
     tasks: &mut JoinSet<()>,
-    policy: &Policy,
     auth: &Auth,
     tls: Arc<rustls::ServerConfig>,
     issuers: Issuers,
+    gates: &api::Gates,
     engine: &SharedEngine,
     log: &EventLog,
 ) -> anyhow::Result<()> {
@@ -203,7 +272,7 @@ async fn start_auth(
         validator: Arc::new(Validator::new(auth.audience.clone(), TOKEN_LEEWAY)),
         cache: Arc::default(),
         issuers,
-        gates: policy.gates.clone().into(),
+        gates: gates.clone(),
         engine: engine.clone(),
         log: log.clone(),
         limiter: Arc::new(api::RateLimiter::new(
@@ -242,23 +311,37 @@ fn attach(
         let attachment = match guard.attach(interface) {
             Ok(attachment) => attachment,
             Err(error) => {
-                guard.detach_all();
+                // No new half guard; what an earlier agent left keeps enforcing.
+                let fresh: Vec<u32> = guard
+                    .attachments()
+                    .iter()
+                    .filter(|a| !a.adopted)
+                    .map(|a| a.interface.index)
+                    .collect();
+                for index in fresh {
+                    guard.forget(index);
+                }
                 return Err(error).context("attach the guard");
             }
         };
-        log.emit(
-            Event::new("guard.attached")
-                .with("interface", &interface.name)
-                .with("ifindex", interface.index)
-                .with("xdp_mode", attachment.mode.as_str())
-                .with("mode", policy.guard.mode.as_str()),
-        );
+        log.emit(attached(attachment, policy.guard.mode.as_str()));
         names
             .write()
             .expect("interface names lock")
             .insert(interface.index, interface.name.clone());
     }
     Ok(names)
+}
+
+/// The event of an interface newly guarded (or taken over from an earlier agent).
+pub fn attached(attachment: &crate::loader::Attachment, mode: &str) -> Event {
+    Event::new("guard.attached")
+        .with("interface", &attachment.interface.name)
+        .with("ifindex", attachment.interface.index)
+        .with("xdp_mode", attachment.mode.as_str())
+        .with("mode", mode)
+        .with("adopted", attachment.adopted)
+        .with("link_id", attachment.link_id)
 }
 
 fn loaded(policy: &Policy, entries: &MapEntries, generation: u64) -> Event {
@@ -312,16 +395,151 @@ fn report_restored(log: &EventLog, restored: &Restored) {
     }
 }
 
+/// What a reload replaces.
+struct Running {
+    policy: Policy,
+    generation: u64,
+    /// Rule names for the event reader.
+    rules: Arc<RwLock<Vec<String>>>,
+    gates: api::Gates,
+    expected: Arc<RwLock<Expected>>,
+    generation_in_force: Arc<AtomicU64>,
+    force: bool,
+}
+
+/// Reads the policy file again, through the same validation as a start, and writes it into
+/// the running guard's maps (see `Guard::apply` for why no packet sees a policy that neither
+/// version allows). Returns the `policy.loaded` event, or why the new policy was refused,
+/// in which case the guard keeps the old one untouched.
+fn reload(engine: &SharedEngine, log: &EventLog, running: &mut Running) -> Result<Event, String> {
+    let policy = Policy::load(&running.policy.path).map_err(describe)?;
+    match crate::lockout::refuse_unless_forced(&policy, running.force) {
+        Ok(warnings) => {
+            for warning in &warnings {
+                tracing::warn!("{}:{warning}", policy.path.display());
+            }
+        }
+        Err(refused) => return Err(refused.to_string()),
+    }
+    let old = &running.policy;
+    let needs_restart: Vec<&str> = [
+        (
+            "[guard] interfaces",
+            policy.guard.interfaces != old.guard.interfaces,
+        ),
+        ("[auth]", policy.auth != old.auth),
+        ("[[issuers]]", policy.issuers != old.issuers),
+        ("[events]", policy.events != old.events),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect();
+    if !needs_restart.is_empty() {
+        return Err(format!(
+            "{} changed, which a reload cannot apply: restart portguard for that (the guard \
+             stays in place across a restart)",
+            needs_restart.join(", ")
+        ));
+    }
+
+    let generation = running.generation + 1;
+    let entries = compile(&policy, generation);
+    {
+        let mut engine = engine.lock();
+        let guard = engine
+            .kernel
+            .guard_mut()
+            .ok_or_else(|| "no kernel guard to reload".to_owned())?;
+        if let Err(error) = guard.apply(&entries) {
+            let restored = guard.apply(&compile(old, running.generation));
+            return Err(format!(
+                "write the new policy into the kernel: {error:#}; {}",
+                match restored {
+                    Ok(()) => "the policy in force was written back".to_owned(),
+                    Err(again) => format!("writing back the policy in force failed too: {again:#}"),
+                }
+            ));
+        }
+    }
+    *running.rules.write().expect("rules lock") = entries.rules.clone();
+    running.gates.replace(policy.gates.clone());
+
+    // A grant on a gate the policy no longer has is revoked (its port is closed already:
+    // the gate is gone from the kernel's map).
+    let removed: Vec<&str> = old
+        .gates
+        .iter()
+        .filter(|gate| !policy.gates.iter().any(|g| g.name == gate.name))
+        .map(|gate| gate.name.as_str())
+        .collect();
+    let now = SystemTime::now();
+    let doomed: Vec<String> = engine
+        .grants()
+        .into_iter()
+        .filter(|grant| {
+            grant
+                .ports
+                .iter()
+                .any(|p| removed.contains(&p.gate.as_str()))
+        })
+        .map(|grant| grant.id)
+        .collect();
+    for id in doomed {
+        match engine.revoke(&id, now) {
+            Ok(grant) => log.emit(
+                grant
+                    .event("grant.revoked")
+                    .with("by", "reload")
+                    .with("reason", "gate_removed"),
+            ),
+            Err(error) => tracing::warn!(%id, error = %error, "revoke a grant of a removed gate"),
+        }
+    }
+
+    {
+        let mut expected = running.expected.write().expect("expected lock");
+        expected.mode = policy.guard.mode;
+        expected.generation = generation;
+    }
+    running
+        .generation_in_force
+        .store(generation, Ordering::Relaxed);
+    let event = loaded(&policy, &entries, generation).with("reload", true);
+    running.policy = policy;
+    running.generation = generation;
+    Ok(event)
+}
+
 /// Runs until SIGTERM or SIGINT, reporting lost events on the way. Returns the signal's name.
+/// The signals the daemon answers: SIGTERM and SIGINT stop it, SIGHUP reloads the policy.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("handle SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("handle SIGHUP")?,
+        })
+    }
+}
+
 async fn wait_for_stop(
     engine: &SharedEngine,
     log: &EventLog,
-    policy_path: &Path,
+    running: &mut Running,
     notifier: &Notifier,
+    signals: &mut Signals,
 ) -> anyhow::Result<String> {
-    let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("handle SIGHUP")?;
+    let Signals {
+        terminate,
+        interrupt,
+        hangup,
+    } = signals;
     let mut ticker = tokio::time::interval(LOST_EVENTS_INTERVAL);
     let mut lost_reported = (0, 0);
     // systemd's watchdog, when the unit sets one: pinged from the same loop that reads the
@@ -335,13 +553,14 @@ async fn wait_for_stop(
             _ = terminate.recv() => return Ok("SIGTERM".into()),
             _ = interrupt.recv() => return Ok("SIGINT".into()),
             _ = hangup.recv() => {
-                // Live reload arrives with the systemd integration; until then a changed
-                // policy is validated and the operator told to restart.
-                let reason = match Policy::load(policy_path) {
-                    Ok(_) => "reload is not supported yet: restart portguard to apply a new policy".to_owned(),
-                    Err(error) => describe(error),
+                notifier.reloading("reloading the policy");
+                let event = match reload(engine, log, running) {
+                    Ok(event) => event,
+                    Err(reason) => rejected(&running.policy.path, &reason)
+                        .with("generation", running.generation),
                 };
-                log.emit(rejected(policy_path, &reason));
+                log.emit(event);
+                notifier.ready(&format!("policy generation {}", running.generation));
             }
             _ = watchdog.tick(), if watchdog_on => notifier.watchdog(),
             _ = ticker.tick() => {

@@ -21,6 +21,20 @@ pub mod map_names {
     pub const CONFIG: &str = "PG_CONFIG";
     pub const EVENTS: &str = "PG_EVENTS";
     pub const EVENT_RATE: &str = "PG_EVENT_RATE";
+    pub const REPORT_WINDOW: &str = "PG_REPORT_WINDOW";
+
+    /// Every map of the object: the ones the agent pins.
+    pub const ALL: [&str; 9] = [
+        ENDPOINTS,
+        ENDPOINT_PREFIXES,
+        GRANTS,
+        UDP_FLOWS,
+        COUNTERS,
+        CONFIG,
+        EVENTS,
+        EVENT_RATE,
+        REPORT_WINDOW,
+    ];
 }
 
 /// Names of the programs in the eBPF object.

@@ -79,6 +79,15 @@ pub fn state_dir(policy: &Path, netns: &str) -> PathBuf {
     policy.with_file_name(format!("state-{netns}"))
 }
 
+/// The folder beside a policy where the lab mounts a bpffs for its agents' pins.
+pub const PIN_MOUNT: &str = "bpffs";
+
+/// The pin folder an agent for this policy and namespace uses: on the lab's bpffs, so that
+/// a restarted agent finds what its predecessor pinned, and other tests' agents never do.
+pub fn pin_dir(policy: &Path, netns: &str) -> PathBuf {
+    policy.with_file_name(PIN_MOUNT).join(netns)
+}
+
 /// The control socket an agent for this policy and namespace listens on.
 pub fn control_socket(policy: &Path, netns: &str) -> PathBuf {
     policy.with_file_name(format!("control-{netns}.sock"))
@@ -87,13 +96,31 @@ pub fn control_socket(policy: &Path, netns: &str) -> PathBuf {
 impl Agent {
     /// Starts `portguard run --policy POLICY` inside `netns`.
     pub fn start(netns: &Netns, policy: &Path) -> anyhow::Result<Self> {
-        let binary = portguard_bin()?;
+        Self::start_binary(&portguard_bin()?, netns, policy, &[])
+    }
+
+    /// Starts `BINARY run --policy POLICY ARGS...` inside `netns`: another build of the agent
+    /// (an upgrade), or extra flags.
+    pub fn start_binary(
+        binary: &Path,
+        netns: &Netns,
+        policy: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let pin_root = policy.with_file_name(PIN_MOUNT);
+        if !crate::pins::is_bpffs(&pin_root) {
+            bail!(
+                "{} is not a bpffs: start agents through a Lab, which mounts one",
+                pin_root.display()
+            );
+        }
         let mut child = Command::new("ip")
             .args(["netns", "exec", netns.name()])
-            .arg(&binary)
+            .arg(binary)
             .arg("run")
             .arg("--policy")
             .arg(policy)
+            .args(args)
             .env(
                 "PORTGUARD_LOG",
                 std::env::var("PORTGUARD_LOG").unwrap_or_else(|_| "info".into()),
@@ -105,6 +132,7 @@ impl Agent {
                 "PORTGUARD_CONTROL_SOCKET",
                 control_socket(policy, netns.name()),
             )
+            .env("PORTGUARD_PIN_DIR", pin_dir(policy, netns.name()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -245,7 +273,17 @@ impl Agent {
         }
     }
 
-    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+    /// Kills the agent with SIGKILL (a crash: nothing of its own runs on the way out) and
+    /// reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        if self.is_running() {
+            self.signal(Signal::SIGKILL)?;
+        }
+        self.wait_exit(STOP_GRACE)
+    }
+
+    /// Sends `signal` to the agent (SIGHUP for a reload, SIGSTOP to freeze it, ...).
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).context("agent pid")?);
         kill(pid, signal).with_context(|| format!("send {signal} to the agent ({pid})"))
     }

@@ -12,8 +12,10 @@ use anyhow::Context as _;
 use tempfile::TempDir;
 
 use crate::{
+    agent::PIN_MOUNT,
     agent::{Agent, portguard_bin},
     netns::Netns,
+    pins::PinMount,
     require_root,
     veth::{End, VethPair},
 };
@@ -89,6 +91,7 @@ pub struct Lab {
     _veth: VethPair,
     pub host: Netns,
     pub client: Netns,
+    _pins: PinMount,
     dir: TempDir,
 }
 
@@ -135,10 +138,13 @@ impl Lab {
             .prefix("pgt-")
             .tempdir()
             .context("make a temp folder")?;
+        // The agents' pins live on a bpffs of the lab's own (see `agent::pin_dir`).
+        let pins = PinMount::new(&dir.path().join(PIN_MOUNT))?;
         Ok(Self {
             _veth: veth,
             host,
             client,
+            _pins: pins,
             dir,
         })
     }

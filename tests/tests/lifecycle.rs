@@ -1,12 +1,15 @@
-//! The agent's life: what it reports when it starts, how it refuses a malformed policy, what
-//! it leaves behind when stopped, and monitor mode, which reports drops without dropping.
+//! The agent's life: what it reports when it starts, how it refuses a malformed policy, the
+//! guard it leaves enforcing when stopped (until `portguard uninstall`), and monitor mode,
+//! which reports drops without dropping.
 
 use std::time::Duration;
 
 use portguard_tests::{
     Agent, Lab, TcpServer, UdpServer,
+    agent::{control_socket, pin_dir},
     lab::{Family, HOST_IF, any},
     links::xdp_and_tcx_links,
+    portguard_bin,
     probe::{ANSWER_WAIT, Probe, tcp_probe, udp_request},
 };
 
@@ -94,8 +97,8 @@ fn malformed_policy_is_rejected_and_attaches_nothing() -> anyhow::Result<()> {
 }
 
 #[test]
-fn sigterm_detaches_everything() -> anyhow::Result<()> {
-    let lab = Lab::new("sigterm_detaches_everything")?;
+fn sigterm_leaves_the_guard_and_uninstall_removes_it() -> anyhow::Result<()> {
+    let lab = Lab::new("sigterm_leaves_the_guard")?;
     let ifindex = lab.host.ifindex(HOST_IF)?;
     // bpftool shows what `ip link` cannot: the tcx egress link.
     let before = xdp_and_tcx_links()?;
@@ -126,26 +129,67 @@ fn sigterm_detaches_everything() -> anyhow::Result<()> {
     }
 
     let status = agent.stop()?;
-
     assert!(
         status.success(),
         "the agent exited with {status}\n{}",
         agent.report()
     );
+    let stopping = agent.wait_for_event("agent.stopping", Duration::ZERO)?;
+    assert_eq!(stopping["guard"], "enforcing", "{}", agent.report());
+    let kept = agent.events_named("guard.kept");
     assert!(
-        !agent.events_named("agent.stopping").is_empty(),
+        kept.iter().any(|event| event["interface"] == HOST_IF),
         "{}",
         agent.report()
     );
-    let detached = agent.events_named("guard.detached");
     assert!(
-        detached.iter().any(|event| event["interface"] == HOST_IF),
+        agent.events_named("guard.detached").is_empty(),
         "{}",
         agent.report()
     );
+
+    // The agent is gone; the guard is not.
+    assert!(
+        lab.host_has_xdp()?,
+        "XDP gone from {HOST_IF} after SIGTERM:\n{}",
+        lab.host_link()?
+    );
+    if let Some(after) = xdp_and_tcx_links()? {
+        for link in &ours {
+            assert!(
+                after.iter().any(|now| now.id == link.id),
+                "link {link:?} gone after SIGTERM"
+            );
+        }
+    }
+    let _db = TcpServer::start(&lab.host, any(5432))?;
+    for family in Family::BOTH {
+        assert_eq!(
+            tcp_probe(&lab.client, family.host(5432), ANSWER_WAIT),
+            Probe::Filtered,
+            "{family:?} 5432/tcp with the agent stopped"
+        );
+    }
+
+    // Only `portguard uninstall` removes it.
+    let pin_dir = pin_dir(agent.policy(), lab.host.name());
+    let socket = control_socket(agent.policy(), lab.host.name());
+    let output = std::process::Command::new(portguard_bin()?)
+        .arg("uninstall")
+        .arg("--pin-dir")
+        .arg(&pin_dir)
+        .arg("--control-socket")
+        .arg(&socket)
+        .output()?;
+    assert!(
+        output.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!pin_dir.exists(), "{} left", pin_dir.display());
     assert!(
         !lab.host_has_xdp()?,
-        "XDP left on {HOST_IF}:\n{}",
+        "XDP left on {HOST_IF} after uninstall:\n{}",
         lab.host_link()?
     );
     if let Some(after) = xdp_and_tcx_links()? {
@@ -153,11 +197,24 @@ fn sigterm_detaches_everything() -> anyhow::Result<()> {
             .iter()
             .filter(|link| after.iter().any(|now| now.id == link.id))
             .collect();
-        assert!(
-            left.is_empty(),
-            "links left attached after SIGTERM: {left:?}"
+        assert!(left.is_empty(), "links left after uninstall: {left:?}");
+    }
+    for family in Family::BOTH {
+        assert_eq!(
+            tcp_probe(&lab.client, family.host(5432), ANSWER_WAIT),
+            Probe::Open,
+            "{family:?} 5432/tcp after uninstall"
         );
     }
+
+    // Twice is fine: nothing is left to remove.
+    let again = std::process::Command::new(portguard_bin()?)
+        .args(["uninstall", "--pin-dir"])
+        .arg(&pin_dir)
+        .arg("--control-socket")
+        .arg(&socket)
+        .output()?;
+    assert!(again.status.success());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! portguard. Everything it needs it installs itself (`setup`), so a fresh machine of the
 //! project's kind needs nothing done by hand.
 
+mod package;
 mod setup;
 
 use std::{
@@ -44,7 +45,14 @@ enum Task {
     Demo,
     /// Build the Debian package (binary, systemd unit, default policy, man page, completions)
     /// into target/debian/.
-    Package,
+    Package {
+        /// The build of the agent to package: release to ship, dev for tests.
+        #[arg(long, value_enum, default_value_t = package::Profile::Release)]
+        profile: package::Profile,
+        /// Write the .deb into this folder instead of target/debian/.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +61,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test { unit } => test(unit),
         Task::Bench { repeat, runs } => bench(repeat, runs),
         Task::Demo => demo(),
-        Task::Package => package(),
+        Task::Package { profile, output } => {
+            setup::run()?;
+            package::build(profile, output.as_deref()).map(|_| ())
+        }
     }
 }
 
@@ -90,8 +101,31 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
     }
 
     // Privileged tests share kernel state (namespaces, interfaces): one at a time.
-    cargo(&["build", "-p", "portguard"]).context("build the agent for the end-to-end tests")?;
-    let agent = workspace_root().join("target/debug/portguard");
+    // The agent is built twice, told apart by their build ids, for the upgrade tests: the
+    // previous build, then the one under test. Each is copied aside, as later steps may
+    // build target/debug/portguard again.
+    let upgrade = workspace_root().join("target/upgrade");
+    std::fs::create_dir_all(&upgrade).with_context(|| format!("create {}", upgrade.display()))?;
+    let mut builds = Vec::new();
+    for build_id in ["previous", "current"] {
+        cargo_with_env(
+            &["build", "-p", "portguard"],
+            &[("PORTGUARD_BUILD_ID", std::ffi::OsStr::new(build_id))],
+        )
+        .with_context(|| format!("build the {build_id} agent for the end-to-end tests"))?;
+        let copy = upgrade.join(format!("portguard-{build_id}"));
+        std::fs::copy(workspace_root().join("target/debug/portguard"), &copy)
+            .with_context(|| format!("copy the {build_id} agent to {}", copy.display()))?;
+        builds.push(copy);
+    }
+    let (previous, agent) = (&builds[0], &builds[1]);
+    // The packaging tests install this package into a scratch root: the debug build just
+    // made, so that testing the package costs no release build.
+    let deb = package::build(
+        package::Profile::Dev,
+        Some(&workspace_root().join("target/debian-test")),
+    )
+    .context("build the Debian package for the packaging tests")?;
     cargo_with_env(
         // `--tests`: integration tests only, so that the run closes on a real test binary's
         // summary rather than on an empty doc-test one.
@@ -103,7 +137,11 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
             "--",
             "--test-threads=1",
         ],
-        &[("PORTGUARD_BIN", agent.as_os_str())],
+        &[
+            ("PORTGUARD_BIN", agent.as_os_str()),
+            ("PORTGUARD_PREVIOUS_BIN", previous.as_os_str()),
+            ("PORTGUARD_DEB", deb.as_os_str()),
+        ],
     )
     .context("run the privileged tests")
 }
@@ -143,29 +181,6 @@ fn demo() -> anyhow::Result<()> {
         bail!("the demo failed ({status})");
     }
     Ok(())
-}
-
-fn package() -> anyhow::Result<()> {
-    setup::run()?;
-    setup::cargo_deb()?;
-    cargo(&["build", "--release", "-p", "portguard"]).context("build the agent")?;
-
-    let root = workspace_root();
-    let agent = root.join("target/release/portguard");
-    for (artifact, dir) in [
-        ("man", "target/package/man"),
-        ("completions", "target/package/completions"),
-    ] {
-        let status = Command::new(&agent)
-            .args(["generate", artifact, "--out"])
-            .arg(root.join(dir))
-            .status()
-            .with_context(|| format!("generate the {artifact}"))?;
-        if !status.success() {
-            bail!("portguard generate {artifact} failed ({status})");
-        }
-    }
-    cargo(&["deb", "-p", "portguard", "--no-build"]).context("build the Debian package")
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

@@ -10,15 +10,28 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 const EBPF_LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// cargo-deb, which builds the Debian package (`cargo xtask package`, and the package that the
+/// packaging tests install).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// Debian packages: LLVM 22 for bpf-linker (also at run time), iproute2 for namespaces and
-/// veths in tests and the demo, bpftool to inspect what is attached.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "bpftool"];
+/// veths in tests and the demo, bpftool to inspect what is attached; for the packaging tests,
+/// systemd (`systemd-analyze verify` on the unit), man-db (which that verify asks for the
+/// unit's man page) and dpkg (the package installed into a scratch root).
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "bpftool",
+    "systemd",
+    "man-db",
+    "dpkg",
+];
 
 pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     oidc_provider()?;
+    cargo_deb()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -151,18 +164,29 @@ fn oidc_provider() -> anyhow::Result<()> {
     .context("install tests/oidc's npm packages")
 }
 
-/// cargo-deb, for `cargo xtask package` only.
-pub fn cargo_deb() -> anyhow::Result<()> {
+/// cargo-deb at the pinned version; another version installed is replaced.
+fn cargo_deb() -> anyhow::Result<()> {
     let present = Command::new("cargo")
         .args(["deb", "--version"])
         .output()
-        .is_ok_and(|o| o.status.success());
+        .is_ok_and(|o| {
+            // "cargo-deb 3.8.0"
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|word| word == CARGO_DEB_VERSION)
+        });
     if present {
         return Ok(());
     }
-    eprintln!("xtask: installing cargo-deb");
-    execute(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))
-        .context("install cargo-deb")
+    eprintln!("xtask: installing cargo-deb {CARGO_DEB_VERSION} (about a minute)");
+    execute(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "--force",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+    ]))
+    .context("install cargo-deb")
 }
 
 fn execute(command: &mut Command) -> anyhow::Result<()> {

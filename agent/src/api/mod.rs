@@ -68,13 +68,31 @@ impl Default for Limits {
     }
 }
 
+/// The policy's gates, replaced whole by a reload; each request plans against one version.
+#[derive(Clone, Default)]
+pub struct Gates(Arc<std::sync::RwLock<Arc<[Gate]>>>);
+
+impl Gates {
+    pub fn new(gates: Vec<Gate>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(gates.into())))
+    }
+
+    pub fn current(&self) -> Arc<[Gate]> {
+        self.0.read().expect("gates lock").clone()
+    }
+
+    pub fn replace(&self, gates: Vec<Gate>) {
+        *self.0.write().expect("gates lock") = gates.into();
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct App {
     pub validator: Arc<Validator>,
     pub cache: Arc<TokenCache>,
     pub issuers: Issuers,
-    pub gates: Arc<[Gate]>,
+    pub gates: Gates,
     pub engine: SharedEngine,
     pub log: EventLog,
     pub limiter: Arc<RateLimiter>,

@@ -59,7 +59,8 @@ pub async fn create_grant(
     let requested = parse_request(&body)?;
 
     let now = SystemTime::now();
-    let grant = match plan(&app.gates, &token, source, &requested, now) {
+    let gates = app.gates.current();
+    let grant = match plan(&gates, &token, source, &requested, now) {
         Ok(grant) => grant,
         Err(refusal) => return Err(refuse(&app, &token, source, refusal)),
     };

@@ -111,7 +111,7 @@ async fn harness() -> Harness {
         validator: Arc::new(Validator::new(AUD.into(), Duration::from_secs(60))),
         cache: Arc::default(),
         issuers,
-        gates: vec![gate].into(),
+        gates: Gates::new(vec![gate]),
         engine: SharedEngine::new(Engine {
             kernel: Box::new(kernel.clone()),
             book,

@@ -1,6 +1,7 @@
 //! The `[auth]` table and the `[[issuer]]` tables: where tokens are presented, and whose
 //! tokens are believed.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -9,14 +10,24 @@ use toml::Spanned;
 use super::error::Problems;
 use super::fields::{Table, each, name, non_empty};
 use super::network;
-use super::raw::{RawAuth, RawIssuer, TextList};
+use super::raw::{RawAuth, RawIssuer, Text, TextList};
+
+/// What `tls_cert` and `tls_key` start with to name a systemd credential instead of a file:
+/// `"credential:tls.key"` is the file `tls.key` in `$CREDENTIALS_DIRECTORY`, where systemd puts
+/// what the unit's `LoadCredential=tls.key:/etc/portguard/tls.key` loads.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// The variable where systemd tells a service the folder of its credentials.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// The `[auth]` table: the agent's HTTPS endpoint where clients present tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     /// Never empty; these ports are opened automatically.
     pub listen: Vec<SocketAddr>,
+    /// The certificate chain (PEM); a `"credential:NAME"` in the file is resolved here already.
     pub tls_cert: PathBuf,
+    /// The private key (PEM); a `"credential:NAME"` in the file is resolved here already.
     pub tls_key: PathBuf,
     /// The `aud` a token must carry.
     pub audience: String,
@@ -94,14 +105,14 @@ pub(super) fn auth(problems: &mut Problems, raw: &Spanned<RawAuth>) -> Option<Au
     let audience = table.required(problems, "audience", &fields.audience);
 
     let listen = listen.map(|list| listen_addresses(problems, list));
-    let tls_cert = tls_cert.and_then(|path| non_empty(problems, "tls_cert", path, "a file path"));
-    let tls_key = tls_key.and_then(|path| non_empty(problems, "tls_key", path, "a file path"));
+    let tls_cert = tls_cert.and_then(|path| tls_file(problems, "tls_cert", path));
+    let tls_key = tls_key.and_then(|path| tls_file(problems, "tls_key", path));
     let audience = audience.and_then(|text| non_empty(problems, "audience", text, "an audience"));
 
     Some(Auth {
         listen: listen?,
-        tls_cert: tls_cert?.into(),
-        tls_key: tls_key?.into(),
+        tls_cert: tls_cert?,
+        tls_key: tls_key?,
         audience: audience?,
     })
 }
@@ -134,6 +145,86 @@ pub(super) fn issuer(problems: &mut Problems, raw: &Spanned<RawIssuer>) -> Optio
         algorithms,
         jwks_file,
     })
+}
+
+/// A file path, or `"credential:NAME"`: the credential `NAME` that systemd loaded for the
+/// service (`LoadCredential=`), in `$CREDENTIALS_DIRECTORY`.
+fn tls_file(problems: &mut Problems, key: &str, text: &Text) -> Option<PathBuf> {
+    let value = non_empty(problems, key, text, "a file path or \"credential:NAME\"")?;
+    let Some(name) = value.strip_prefix(CREDENTIAL_PREFIX) else {
+        return Some(value.into());
+    };
+    credential_path(key, name, credentials_directory())
+        .map_err(|message| problems.push(&text.span(), message))
+        .ok()
+}
+
+/// Where the credential `name` is, given the value of `$CREDENTIALS_DIRECTORY`.
+fn credential_path(key: &str, name: &str, directory: Option<OsString>) -> Result<PathBuf, String> {
+    // systemd's rule for credential names: a file name, at most NAME_MAX bytes.
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.len() > 255 {
+        return Err(format!(
+            "{key}: expected a credential name after \"{CREDENTIAL_PREFIX}\", a file name such \
+             as \"{CREDENTIAL_PREFIX}tls.key\", found {name:?}"
+        ));
+    }
+    let Some(directory) = directory.filter(|directory| !directory.is_empty()) else {
+        return Err(format!(
+            "{key}: \"{CREDENTIAL_PREFIX}{name}\" names a systemd credential, but \
+             ${CREDENTIALS_DIRECTORY} is not set: run portguard as a systemd service whose unit \
+             has LoadCredential={name}:/path/to/file (or write the file's path here)"
+        ));
+    };
+    let directory = PathBuf::from(directory);
+    if !directory.is_absolute() {
+        return Err(format!(
+            "{key}: \"{CREDENTIAL_PREFIX}{name}\" names a systemd credential, but \
+             ${CREDENTIALS_DIRECTORY} is {:?}, not an absolute path",
+            directory.display().to_string()
+        ));
+    }
+    Ok(directory.join(name))
+}
+
+/// `$CREDENTIALS_DIRECTORY`, or in tests the folder that [`with_credentials_directory`] set.
+fn credentials_directory() -> Option<OsString> {
+    #[cfg(test)]
+    if let Some(directory) = testing::DIRECTORY.with(|set| set.borrow().clone()) {
+        return directory;
+    }
+    std::env::var_os(CREDENTIALS_DIRECTORY)
+}
+
+/// Runs `parse` as if `$CREDENTIALS_DIRECTORY` were `directory` (unset for `None`), on this
+/// thread only: tests run in parallel, and changing the real environment would race.
+#[cfg(test)]
+pub(super) fn with_credentials_directory<T>(
+    directory: Option<&std::path::Path>,
+    parse: impl FnOnce() -> T,
+) -> T {
+    testing::DIRECTORY.with(|set| *set.borrow_mut() = Some(directory.map(OsString::from)));
+    let _reset = testing::Reset;
+    parse()
+}
+
+#[cfg(test)]
+mod testing {
+    use std::cell::RefCell;
+    use std::ffi::OsString;
+
+    thread_local! {
+        /// `Some(value)` while a test stands in for `$CREDENTIALS_DIRECTORY`.
+        pub(super) static DIRECTORY: RefCell<Option<Option<OsString>>> = const { RefCell::new(None) };
+    }
+
+    /// Puts the real environment back when a test's parse ends, even by a panic.
+    pub(super) struct Reset;
+
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DIRECTORY.with(|set| *set.borrow_mut() = None);
+        }
+    }
 }
 
 fn listen_addresses(problems: &mut Problems, list: &TextList) -> Vec<SocketAddr> {

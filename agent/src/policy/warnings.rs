@@ -1,10 +1,9 @@
 //! The risks a valid policy takes, which `portguard check` reports before it is applied:
-//! sessions it would cut, ports open to everyone, grants without a bound.
+//! ports open to everyone, grants without a bound, gates that never open.
 
 use std::collections::BTreeSet;
 use std::env;
 use std::fmt;
-use std::net::IpAddr;
 
 use super::{Location, Mode, Policy, Protocol};
 
@@ -18,17 +17,11 @@ pub struct Warning {
     pub message: String,
 }
 
-/// What is known of the session that is about to apply a policy.
+/// What is known of the session that is about to apply a policy; `crate::lockout` reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionEnv {
     /// `$SSH_CONNECTION`: "client_ip client_port server_ip server_port".
     pub ssh_connection: Option<String>,
-}
-
-/// The two ends of an SSH session that matter to the guard.
-struct SshSession {
-    client: IpAddr,
-    server_port: u16,
 }
 
 impl SessionEnv {
@@ -39,21 +32,6 @@ impl SessionEnv {
                 .filter(|value| !value.trim().is_empty()),
         }
     }
-
-    /// The session, when `$SSH_CONNECTION` is set and reads as sshd writes it.
-    fn ssh_session(&self) -> Option<SshSession> {
-        let fields: Vec<&str> = self.ssh_connection.as_deref()?.split_whitespace().collect();
-        let [client, _, _, server_port] = fields.as_slice() else {
-            return None;
-        };
-
-        // A link-local client comes with its zone, "fe80::1%eth0".
-        let client = client.split('%').next()?.parse::<IpAddr>().ok()?;
-        Some(SshSession {
-            client: client.to_canonical(),
-            server_port: server_port.parse().ok()?,
-        })
-    }
 }
 
 impl fmt::Display for Warning {
@@ -62,7 +40,10 @@ impl fmt::Display for Warning {
     }
 }
 
-pub(super) fn collect(policy: &Policy, env: &SessionEnv) -> Vec<Warning> {
+/// The risks `policy` takes. Whether it would shut out the session applying it is not a
+/// warning but a lockout, which `crate::lockout` judges with the guard's verdict function and
+/// `check` and `run` refuse unless forced.
+pub(super) fn collect(policy: &Policy, _env: &SessionEnv) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let mut warn = |at: Location, message: String| {
         warnings.push(Warning {
@@ -131,45 +112,8 @@ pub(super) fn collect(policy: &Policy, env: &SessionEnv) -> Vec<Warning> {
         }
     }
 
-    let cut = env
-        .ssh_session()
-        .and_then(|session| ssh_session_cut(policy, &session));
-    if let Some((at, message)) = cut {
-        warn(at, message);
-    }
-
     warnings.sort_by_key(|warning| (warning.line, warning.column));
     warnings
-}
-
-/// Whether enforcing `policy` would drop the SSH session this command runs in, and where to
-/// look: the tcp endpoint on the SSH port that leaves the client out, or else the whole file.
-fn ssh_session_cut(policy: &Policy, session: &SshSession) -> Option<(Location, String)> {
-    let on_ssh_port = |index: &usize| {
-        let endpoint = &policy.endpoints[*index];
-        endpoint.protocol == Protocol::Tcp && endpoint.ports.contains(session.server_port)
-    };
-    let mut candidates = (0..policy.endpoints.len()).filter(on_ssh_port).peekable();
-
-    let first = candidates.peek().copied();
-    let covered = candidates.any(|index| {
-        policy.endpoints[index]
-            .from
-            .iter()
-            .any(|prefix| prefix.contains(&session.client))
-    });
-    if covered {
-        return None;
-    }
-
-    let at = first.map_or(Location::START, |index| endpoint_location(policy, index));
-    let message = format!(
-        "this session comes over ssh from {client} to port {port}, and no tcp endpoint opens \
-         port {port} to {client}: enforcing this policy would cut it",
-        client = session.client,
-        port = session.server_port,
-    );
-    Some((at, message))
 }
 
 /// Where an endpoint's sources are written: its `from`, or its header when `from` is absent.

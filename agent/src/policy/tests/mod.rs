@@ -2,6 +2,7 @@
 //! and warning tests share.
 
 mod auth_errors;
+mod credentials;
 mod errors;
 mod warnings;
 

@@ -135,7 +135,7 @@ async fn latency() -> anyhow::Result<()> {
         validator: Arc::new(validator()),
         cache: Arc::default(),
         issuers,
-        gates: vec![gate].into(),
+        gates: portguard::api::Gates::new(vec![gate]),
         engine: engine.clone(),
         log: EventLog::file_only(&dir.path().join("events.jsonl"))?,
         limiter: Arc::new(RateLimiter::new(
