@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
 };
 
 use crate::{
@@ -31,7 +32,30 @@ const MAX_REQUEST_BYTES: usize = 4096;
 pub enum Request {
     Status,
     GrantsList,
-    GrantsRevoke { id: String },
+    GrantsRevoke {
+        id: String,
+    },
+    /// Reload the policy file, as SIGHUP does; with `confirm_within_ms`, the policy in force
+    /// comes back unless `confirm` arrives in time.
+    Reload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm_within_ms: Option<u64>,
+    },
+    /// Keep the policy of a reload that waits for confirmation.
+    Confirm,
+}
+
+/// What only the daemon's main loop can do (it holds the policy in force), with where to
+/// send the answer.
+#[derive(Debug)]
+pub enum Command {
+    Reload {
+        confirm_within: Option<Duration>,
+        reply: oneshot::Sender<Value>,
+    },
+    Confirm {
+        reply: oneshot::Sender<Value>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +115,8 @@ pub struct Control {
     pub log: EventLog,
     /// What the policy in force asks for; a reload replaces it.
     pub expected: Arc<RwLock<Expected>>,
+    /// The daemon's main loop, for reloads.
+    pub commands: mpsc::Sender<Command>,
 }
 
 impl Control {
@@ -151,7 +177,27 @@ async fn handle(request: Request, control: &Control) -> Value {
             }
             Err(error) => json!({ "ok": false, "error": error.to_string() }),
         },
+        Request::Reload { confirm_within_ms } => {
+            let confirm_within = confirm_within_ms.map(Duration::from_millis);
+            command(control, |reply| Command::Reload {
+                confirm_within,
+                reply,
+            })
+            .await
+        }
+        Request::Confirm => command(control, |reply| Command::Confirm { reply }).await,
     }
+}
+
+/// Hands a command to the main loop and waits for its answer.
+async fn command(control: &Control, make: impl FnOnce(oneshot::Sender<Value>) -> Command) -> Value {
+    let (reply, answer) = oneshot::channel();
+    if control.commands.send(make(reply)).await.is_err() {
+        return json!({ "ok": false, "error": "the agent is stopping" });
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| json!({ "ok": false, "error": "the agent is stopping" }))
 }
 
 /// How long the CLI waits for the agent's answer.

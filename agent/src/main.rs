@@ -71,6 +71,21 @@ enum Command {
         #[arg(long, env = "PORTGUARD_FORCE", value_parser = BoolishValueParser::new())]
         force: bool,
     },
+    /// Reload the policy file in the running agent (as `systemctl reload` does), and print
+    /// the generation in force; exits 1 when the new policy is refused (the old one stays).
+    Reload {
+        /// Roll the reload back unless `portguard confirm` comes within this time (e.g.
+        /// "2m"): a way back if the new policy cuts you off.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        confirm_within: Option<std::time::Duration>,
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
+    },
+    /// Keep the policy of a reload made with `--confirm-within`.
+    Confirm {
+        #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
+        control_socket: PathBuf,
+    },
     /// Remove the guard from the kernel: unpin its links (the interfaces are unguarded from
     /// then on), programs and maps. Refused while an agent answers on the control socket:
     /// stop the service first.
@@ -170,6 +185,16 @@ fn main() -> ExitCode {
             pin_dir,
             control_socket,
         } => uninstall(&pin_dir, &control_socket),
+        Command::Reload {
+            confirm_within,
+            control_socket,
+        } => reload(
+            &Request::Reload {
+                confirm_within_ms: confirm_within.map(|d| d.as_millis() as u64),
+            },
+            &control_socket,
+        ),
+        Command::Confirm { control_socket } => reload(&Request::Confirm, &control_socket),
         Command::Check {
             policy,
             strict,
@@ -299,7 +324,25 @@ fn grants(action: GrantsAction, socket: &std::path::Path) -> anyhow::Result<Exit
             }
         }
         Request::GrantsRevoke { id } => println!("grant {id} revoked"),
-        Request::Status => unreachable!("status has its own command"),
+        _ => unreachable!("only grants requests come here"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `reload` and `confirm`: ask the running agent, print what it did.
+fn reload(request: &Request, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(control::ask(socket, request))?;
+    let generation = &answer["generation"];
+    match answer["confirm_within_ms"].as_u64() {
+        Some(ms) => println!(
+            "policy generation {generation} in force; it is rolled back unless \
+             `portguard confirm` comes within {}",
+            humantime::format_duration(std::time::Duration::from_millis(ms))
+        ),
+        None => println!("policy generation {generation} in force"),
     }
     Ok(ExitCode::SUCCESS)
 }

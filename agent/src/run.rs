@@ -175,10 +175,12 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         issuers: issuers.clone(),
     }));
     let listener = control::bind(&options.control_socket)?;
+    let (commands, command_queue) = tokio::sync::mpsc::channel(4);
     let control = control::Control {
         engine: engine.clone(),
         log: log.clone(),
         expected: expected.clone(),
+        commands,
     };
     tasks.spawn(control::serve(listener, control));
     let generation_in_force = Arc::new(AtomicU64::new(generation));
@@ -225,6 +227,8 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         expected,
         generation_in_force,
         force: options.force,
+        commands: command_queue,
+        unconfirmed: None,
     };
     let outcome = wait_for_stop(&engine, &log, &mut running, &notifier, &mut signals).await;
     notifier.stopping("leaving the guard enforcing");
@@ -405,6 +409,10 @@ struct Running {
     expected: Arc<RwLock<Expected>>,
     generation_in_force: Arc<AtomicU64>,
     force: bool,
+    /// Reloads asked for over the control socket.
+    commands: tokio::sync::mpsc::Receiver<control::Command>,
+    /// A reload waiting for `portguard confirm`: when, and the policy to go back to.
+    unconfirmed: Option<(tokio::time::Instant, Box<Policy>)>,
 }
 
 /// Reads the policy file again, through the same validation as a start, and writes it into
@@ -421,6 +429,17 @@ fn reload(engine: &SharedEngine, log: &EventLog, running: &mut Running) -> Resul
         }
         Err(refused) => return Err(refused.to_string()),
     }
+    apply_policy(engine, log, running, policy)
+}
+
+/// Makes `policy` the one in force: the kernel's maps, the rule names, the gates, the grants
+/// of gates that are gone, and what status compares against.
+fn apply_policy(
+    engine: &SharedEngine,
+    log: &EventLog,
+    running: &mut Running,
+    policy: Policy,
+) -> Result<Event, String> {
     let old = &running.policy;
     let needs_restart: Vec<&str> = [
         (
@@ -510,6 +529,66 @@ fn reload(engine: &SharedEngine, log: &EventLog, running: &mut Running) -> Resul
     Ok(event)
 }
 
+/// Reloads the policy file, telling systemd and the log; returns the generation in force.
+fn reload_now(
+    engine: &SharedEngine,
+    log: &EventLog,
+    running: &mut Running,
+    notifier: &Notifier,
+) -> Result<u64, String> {
+    notifier.reloading("reloading the policy");
+    let result = reload(engine, log, running);
+    match &result {
+        Ok(event) => log.emit(event.clone()),
+        Err(reason) => {
+            log.emit(rejected(&running.policy.path, reason).with("generation", running.generation))
+        }
+    }
+    notifier.ready(&format!("policy generation {}", running.generation));
+    result.map(|_| running.generation)
+}
+
+/// Puts back the policy in force before an unconfirmed reload.
+fn roll_back(
+    engine: &SharedEngine,
+    log: &EventLog,
+    running: &mut Running,
+    previous: Policy,
+    notifier: &Notifier,
+) {
+    notifier.reloading("rolling back an unconfirmed reload");
+    let unconfirmed = running.generation;
+    match apply_policy(engine, log, running, previous) {
+        Ok(event) => {
+            log.emit(
+                Event::new("policy.rolled_back")
+                    .with("policy", &running.policy.path)
+                    .with("unconfirmed_generation", unconfirmed)
+                    .with("generation", running.generation)
+                    .with("reason", "the reload was not confirmed in time"),
+            );
+            log.emit(event.with("rolled_back", true));
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "roll back an unconfirmed reload");
+            log.emit(
+                rejected(&running.policy.path, &reason)
+                    .with("generation", running.generation)
+                    .with("rolling_back", true),
+            );
+        }
+    }
+    notifier.ready(&format!("policy generation {}", running.generation));
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until_unconfirmed(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, reporting lost events on the way. Returns the signal's name.
 /// The signals the daemon answers: SIGTERM and SIGINT stop it, SIGHUP reloads the policy.
 struct Signals {
@@ -542,6 +621,7 @@ async fn wait_for_stop(
     } = signals;
     let mut ticker = tokio::time::interval(LOST_EVENTS_INTERVAL);
     let mut lost_reported = (0, 0);
+    let mut ledger_reported: Option<String> = None;
     // systemd's watchdog, when the unit sets one: pinged from the same loop that reads the
     // kernel's counters, so a stuck agent stops pinging.
     let mut watchdog =
@@ -553,17 +633,55 @@ async fn wait_for_stop(
             _ = terminate.recv() => return Ok("SIGTERM".into()),
             _ = interrupt.recv() => return Ok("SIGINT".into()),
             _ = hangup.recv() => {
-                notifier.reloading("reloading the policy");
-                let event = match reload(engine, log, running) {
-                    Ok(event) => event,
-                    Err(reason) => rejected(&running.policy.path, &reason)
-                        .with("generation", running.generation),
-                };
-                log.emit(event);
-                notifier.ready(&format!("policy generation {}", running.generation));
+                // A reload by signal is the operator's own: it settles any pending one.
+                running.unconfirmed = None;
+                let _ = reload_now(engine, log, running, notifier);
+            }
+            Some(command) = running.commands.recv() => match command {
+                control::Command::Reload { confirm_within, reply } => {
+                    let before = running.policy.clone();
+                    let answer = match reload_now(engine, log, running, notifier) {
+                        Ok(generation) => {
+                            let mut answer = serde_json::json!({ "ok": true, "generation": generation });
+                            if let Some(within) = confirm_within {
+                                // The policy to go back to is the last one confirmed.
+                                let previous = match running.unconfirmed.take() {
+                                    Some((_, previous)) => previous,
+                                    None => Box::new(before),
+                                };
+                                running.unconfirmed =
+                                    Some((tokio::time::Instant::now() + within, previous));
+                                answer["confirm_within_ms"] = (within.as_millis() as u64).into();
+                            }
+                            answer
+                        }
+                        Err(reason) => serde_json::json!({ "ok": false, "error": reason }),
+                    };
+                    let _ = reply.send(answer);
+                }
+                control::Command::Confirm { reply } => {
+                    let answer = match running.unconfirmed.take() {
+                        Some(_) => {
+                            log.emit(
+                                Event::new("policy.confirmed")
+                                    .with("policy", &running.policy.path)
+                                    .with("generation", running.generation),
+                            );
+                            serde_json::json!({ "ok": true, "generation": running.generation })
+                        }
+                        None => serde_json::json!({ "ok": false, "error": "no reload waits for confirmation" }),
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
+            _ = sleep_until_unconfirmed(running.unconfirmed.as_ref().map(|(at, _)| *at)) => {
+                if let Some((_, previous)) = running.unconfirmed.take() {
+                    roll_back(engine, log, running, *previous, notifier);
+                }
             }
             _ = watchdog.tick(), if watchdog_on => notifier.watchdog(),
             _ = ticker.tick() => {
+                report_ledger(engine, log, &mut ledger_reported);
                 let counters = engine.lock().kernel.counters();
                 match counters {
                     Ok(counters) => {
@@ -576,6 +694,32 @@ async fn wait_for_stop(
             }
         }
     }
+}
+
+/// Reports a ledger that cannot be written (a full disk, a read-only state folder), once
+/// per change: the grants hold in the kernel regardless, but a restarted agent would not
+/// know those opened since.
+fn report_ledger(engine: &SharedEngine, log: &EventLog, reported: &mut Option<String>) {
+    let (now, path) = {
+        let engine = engine.lock();
+        (
+            engine.book.ledger_error().map(str::to_owned),
+            engine.book.ledger_path(),
+        )
+    };
+    if now == *reported {
+        return;
+    }
+    match &now {
+        Some(error) => log.emit(
+            Event::new("ledger.write_failed")
+                .with("path", &path)
+                .with("error", error)
+                .with("grants", "enforced by the kernel until they expire"),
+        ),
+        None => log.emit(Event::new("ledger.written").with("path", &path)),
+    }
+    *reported = now;
 }
 
 /// Reports what the kernel could not log since the last look: events that found the ring

@@ -36,6 +36,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
     thread::{self, JoinHandle},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -211,21 +212,37 @@ impl Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, list) = (stop.clone(), targets.to_vec());
         let name = netns.name().to_owned();
+        let (ready, started) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("prober".into())
             .spawn(move || -> anyhow::Result<Vec<Vec<Attempt>>> {
                 // Sockets belong to the namespace of the thread that creates them: all of
                 // them are created on this thread, where the runtime runs every task.
-                setns(&namespace, CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("enter network namespace {name}"))?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .enable_time()
-                    .build()
-                    .context("start the prober's runtime")?;
+                let runtime = setns(&namespace, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("enter network namespace {name}"))
+                    .and_then(|()| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_io()
+                            .enable_time()
+                            .build()
+                            .context("start the prober's runtime")
+                    });
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(format!("{error:#}")));
+                        return Err(error);
+                    }
+                };
+                let _ = ready.send(Ok(()));
                 Ok(runtime.block_on(probe_until_stopped(&list, &flag)))
             })
             .context("start the prober's thread")?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => anyhow::bail!("start the prober: {error}"),
+            Err(_) => anyhow::bail!("the prober's thread ended before it started probing"),
+        }
 
         Ok(Self {
             targets: targets.to_vec(),
@@ -239,11 +256,15 @@ impl Prober {
     /// Names this moment in the report, and returns it.
     pub fn mark(&self, label: &str) -> BootTime {
         let now = BootTime::now();
-        self.marks
-            .lock()
-            .expect("marks lock")
-            .push((now, label.to_owned()));
+        self.mark_at(now, label);
         now
+    }
+
+    /// Names a moment in the report, past or to come (a grant's expiry).
+    pub fn mark_at(&self, time: BootTime, label: &str) {
+        let mut marks = self.marks.lock().expect("marks lock");
+        marks.push((time, label.to_owned()));
+        marks.sort_by_key(|(time, _)| *time);
     }
 
     /// Stops probing, waits for the attempts in flight, and returns what the prober saw.
@@ -375,19 +396,22 @@ impl Report {
     /// The attempts sent in `[from, to)`.
     pub fn between(&self, from: BootTime, to: BootTime) -> Report {
         let (from, to) = (from.max(self.window.0), to.min(self.window.1));
+        let attempts = self
+            .attempts
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .filter(|attempt| attempt.sent >= from && attempt.sent < to)
+                    .cloned()
+                    .collect()
+            })
+            .collect();
         Report {
-            attempts: self
-                .attempts
-                .iter()
-                .map(|list| {
-                    list.iter()
-                        .filter(|attempt| attempt.sent >= from && attempt.sent < to)
-                        .cloned()
-                        .collect()
-                })
-                .collect(),
+            targets: self.targets.clone(),
+            attempts,
+            marks: self.marks.clone(),
+            started: self.started,
             window: (from, to),
-            ..self.clone()
         }
     }
 
@@ -528,11 +552,10 @@ impl Report {
 
     /// `time` as seconds since the prober started, the way messages write it.
     fn at(&self, time: BootTime) -> String {
-        let since = time.since(self.started).as_secs_f64();
         if time < self.started {
             format!("-{:.3}s", self.started.since(time).as_secs_f64())
         } else {
-            format!("+{since:.3}s")
+            format!("+{:.3}s", time.since(self.started).as_secs_f64())
         }
     }
 

@@ -1,6 +1,7 @@
 //! Reloads (SIGHUP) change the guard in place. Hundreds of them, alternating two policies
 //! under a prober, never open a port that neither policy opens nor close one that both
-//! open; a malformed policy is refused and leaves the guard as it was.
+//! open; a malformed policy is refused and leaves the guard as it was; a gate that a reload
+//! removes takes its grants with it, and the other gates keep theirs.
 
 use std::{
     path::Path,
@@ -11,7 +12,10 @@ use anyhow::Context as _;
 use nix::sys::signal::Signal;
 use portguard_tests::{
     Agent, Lab, TcpServer,
-    lab::{CLIENT_V4, CLIENT_V6, SUBNET_V4, SUBNET_V6, any},
+    gated::{Gate, GatedHost, token_tables},
+    lab::{CLIENT_V4, CLIENT_V6, Family, SUBNET_V4, SUBNET_V6, any},
+    oidc::{ProviderOptions, Signer},
+    probe::ANSWER_WAIT,
     prober::{Prober, Target},
 };
 
@@ -192,5 +196,90 @@ fn malformed_reload_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
 
     // The agent is still at generation 1: the next good reload makes generation 2.
     reload(&mut agent, &policy_b(), 2)?;
+    Ok(())
+}
+
+/// Two gates with grants long enough to outlive the test; a reload removes the first.
+const REMOVED: Gate = Gate {
+    name: "postgres",
+    port: 5432,
+    scope: "db:connect",
+    max_ttl: "2m",
+    on_expiry: "keep",
+};
+const KEPT: Gate = Gate {
+    name: "redis",
+    port: 6380,
+    ..REMOVED
+};
+
+#[test]
+fn reload_that_removes_a_gate_revokes_its_grants_only() -> anyhow::Result<()> {
+    let mut host = GatedHost::start(
+        "reload_removes_a_gate",
+        &[REMOVED, KEPT],
+        &ProviderOptions::default(),
+    )?;
+    let token = host.token(Signer::Rs256, REMOVED.scope)?;
+    let mut grants = Vec::new();
+    for gate in [REMOVED, KEPT] {
+        for family in Family::BOTH {
+            let port = format!("{}/tcp", gate.port);
+            grants.push((gate.name, host.open(family, &token, &["--port", &port])?.id));
+        }
+    }
+    let removed = Target::both(&[REMOVED.port]);
+    let kept = Target::both(&[KEPT.port]);
+    let prober = Prober::start(&host.lab.client, &[removed.clone(), kept.clone()].concat())?;
+    std::thread::sleep(QUIET);
+
+    // The same policy without the first gate: [auth] and [[issuer]] as they were.
+    let text = format!(
+        "[guard]\ninterfaces = [\"*\"]\n{}",
+        token_tables(host.provider.issuer(), &host.tls, &[KEPT])
+    );
+    assert_ne!(text, host.policy(), "the policy did not change");
+    let reloading = prober.mark("reload without the gate");
+    reload(&mut host.agent, &text, 2)?;
+    let reloaded = prober.mark("policy.loaded");
+    for (gate, id) in &grants {
+        let revoked = host
+            .agent
+            .events()
+            .into_iter()
+            .find(|event| event["event"] == "grant.revoked" && event["grant"] == id.as_str());
+        if *gate == REMOVED.name {
+            let revoked = match revoked {
+                Some(revoked) => revoked,
+                None => host
+                    .agent
+                    .wait_for(&format!("grant.revoked {id}"), ANSWER_WAIT, |e| {
+                        e["event"] == "grant.revoked" && e["grant"] == id.as_str()
+                    })?,
+            };
+            assert_eq!(revoked["reason"], "gate_removed", "{revoked}");
+            assert_eq!(revoked["by"], "reload", "{revoked}");
+        } else {
+            assert_eq!(revoked, None, "a grant of a gate still there was revoked");
+        }
+    }
+    std::thread::sleep(QUIET);
+    let report = prober.stop()?;
+
+    report.before(reloading).assert_always_passed(&removed);
+    report.after(reloaded).assert_never_passed(&removed);
+    report.assert_always_passed(&kept);
+    let live: Vec<String> = host
+        .grants()?
+        .iter()
+        .filter_map(|grant| grant["id"].as_str().map(str::to_owned))
+        .collect();
+    for (gate, id) in &grants {
+        assert_eq!(
+            live.contains(id),
+            *gate == KEPT.name,
+            "grant {id} of {gate} after the reload; live: {live:?}"
+        );
+    }
     Ok(())
 }

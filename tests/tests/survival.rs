@@ -297,7 +297,10 @@ fn guard_survives_kill_and_restart(
         soonest.since(killed)
     );
     for grant in &grants {
-        prober.mark(&format!("grant {} ({:?}) expires", grant.id, grant.family));
+        prober.mark_at(
+            grant.expires,
+            &format!("grant {} ({:?}) expires", grant.id, grant.family),
+        );
     }
 
     sleep_until((killed + DEAD_FOR).max(last + EXPIRY_TOLERANCE + Duration::from_millis(500)));

@@ -90,6 +90,14 @@ impl Ledger {
         Ok((ledger, restored))
     }
 
+    /// The ledger of `state_dir` without reading it: for an agent that could not open it,
+    /// which keeps trying to write it.
+    pub fn at(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join(FILE_NAME),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -153,16 +153,21 @@ impl GrantMap for Guard {
 pub enum GrantError {
     #[error("write the grant to the kernel")]
     Kernel(#[source] LoadError),
-    #[error("record the grant in the ledger")]
-    Ledger(#[source] LedgerError),
     #[error("no grant {0}")]
     Unknown(String),
 }
 
 /// The live grants, their ledger, and the kernel map they are enforced through.
+///
+/// The kernel is written first and the ledger after. When the ledger cannot be written (a
+/// full disk, a read-only state folder) the grant still holds, in the kernel and here, and
+/// the failure is kept for the agent to report: a restarted agent then does not know that
+/// grant, but the kernel still ends it on time.
 pub struct GrantBook {
     grants: BTreeMap<String, Grant>,
     ledger: Ledger,
+    /// Why the last write of the ledger failed, until one succeeds.
+    ledger_error: Option<String>,
 }
 
 /// What `open` did: a new grant, or an existing one extended.
@@ -179,17 +184,27 @@ impl GrantBook {
         map: &mut (impl GrantMap + ?Sized),
         now: SystemTime,
     ) -> Result<(Self, Restored), GrantError> {
-        let (ledger, restored) = Ledger::open(state_dir, now).map_err(GrantError::Ledger)?;
+        let (ledger, restored, ledger_error) = match Ledger::open(state_dir, now) {
+            Ok((ledger, restored)) => (ledger, restored, None),
+            Err(error) => (
+                Ledger::at(state_dir),
+                Restored::default(),
+                Some(format!("{:#}", anyhow::Error::new(error))),
+            ),
+        };
         let mut book = Self {
             grants: BTreeMap::new(),
             ledger,
+            ledger_error,
         };
         for grant in &restored.live {
             book.grants.insert(grant.id.clone(), grant.clone());
         }
         let keys: Vec<GrantKey> = book.grants.values().flat_map(Grant::keys).collect();
         book.sync(map, &keys, now)?;
-        book.persist()?;
+        if book.ledger_error.is_none() {
+            book.persist();
+        }
         Ok((book, restored))
     }
 
@@ -227,7 +242,7 @@ impl GrantBook {
 
         let keys: Vec<GrantKey> = opened.keys().collect();
         self.sync(map, &keys, now)?;
-        self.persist()?;
+        self.persist();
         Ok(Opened {
             grant: opened,
             extended,
@@ -247,7 +262,7 @@ impl GrantBook {
             .ok_or_else(|| GrantError::Unknown(id.to_owned()))?;
         let keys: Vec<GrantKey> = grant.keys().collect();
         self.sync(map, &keys, now)?;
-        self.persist()?;
+        self.persist();
         Ok(grant)
     }
 
@@ -270,7 +285,7 @@ impl GrantBook {
         let expired: Vec<Grant> = ids.iter().filter_map(|id| self.grants.remove(id)).collect();
         let keys: Vec<GrantKey> = expired.iter().flat_map(Grant::keys).collect();
         self.sync(map, &keys, now)?;
-        self.persist()?;
+        self.persist();
         Ok(expired)
     }
 
@@ -309,10 +324,20 @@ impl GrantBook {
         Ok(())
     }
 
-    fn persist(&self) -> Result<(), GrantError> {
-        self.ledger
-            .write(self.grants.values())
-            .map_err(GrantError::Ledger)
+    fn persist(&mut self) {
+        self.ledger_error = match self.ledger.write(self.grants.values()) {
+            Ok(()) => None,
+            Err(error) => {
+                let error = format!("{:#}", anyhow::Error::new(error));
+                tracing::error!(path = %self.ledger.path().display(), %error, "write the grant ledger");
+                Some(error)
+            }
+        };
+    }
+
+    /// Why the ledger could not be written last time, if it could not.
+    pub fn ledger_error(&self) -> Option<&str> {
+        self.ledger_error.as_deref()
     }
 }
 

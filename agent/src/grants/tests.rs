@@ -281,3 +281,32 @@ fn a_corrupt_ledger_is_set_aside_and_reported() {
         "a fresh ledger replaces it"
     );
 }
+
+#[test]
+fn an_unwritable_state_folder_keeps_grants_and_reports_it() {
+    let now = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the state folder should be: neither creating nor writing can succeed,
+    // even as root (a full disk and a read-only mount fail the same way).
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"").unwrap();
+    let mut map = MemoryMap::default();
+
+    let (mut book, restored) = GrantBook::open(&blocker.join("state"), &mut map, now).unwrap();
+    assert!(restored.live.is_empty());
+    assert!(book.ledger_error().is_some());
+
+    let opened = book
+        .open_grant(grant_for("ci", 300, now), &mut map, now)
+        .unwrap();
+    assert!(
+        map.0.contains_key(&key(5432)),
+        "the kernel still gets the grant"
+    );
+    assert_eq!(book.list().len(), 1);
+    let error = book.ledger_error().expect("the failed write is kept");
+    assert!(error.contains("not-a-folder"), "{error}");
+
+    book.revoke(&opened.grant.id, &mut map, now).unwrap();
+    assert!(map.0.is_empty());
+}
