@@ -67,8 +67,11 @@ pub fn build(profile: Profile, output: Option<&Path>) -> anyhow::Result<PathBuf>
         deb.args(["--profile", "dev", "--fast"]);
     }
     if let Some(output) = output {
-        std::fs::create_dir_all(output).with_context(|| format!("create {}", output.display()))?;
-        deb.arg("--output").arg(output);
+        // cargo deb runs in the workspace root: a relative folder is the caller's.
+        let output =
+            std::path::absolute(output).with_context(|| format!("resolve {}", output.display()))?;
+        std::fs::create_dir_all(&output).with_context(|| format!("create {}", output.display()))?;
+        deb.arg("--output").arg(&output);
     }
     eprintln!("xtask: {deb:?}");
     let built = deb.output().context("run cargo deb")?;
