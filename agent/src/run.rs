@@ -34,7 +34,7 @@ use crate::{
     issuers::Issuers,
     loader::Guard,
     notify::{Notifier, watchdog_interval},
-    policy::{Auth, Interfaces, Policy, SessionEnv},
+    policy::{Auth, Policy, SessionEnv},
     status::Expected,
     tokens::Validator,
 };
@@ -198,15 +198,14 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     if let (Some(auth), Some(tls), Some(issuers)) = (&policy.auth, tls, issuers) {
         start_auth(&mut tasks, auth, tls, issuers, &gates, &engine, &log).await?;
     }
-    if policy.guard.interfaces == Interfaces::All {
-        tasks.spawn(crate::hotplug::watch(
-            engine.clone(),
-            log.clone(),
-            names.clone(),
-            policy.guard.interfaces.clone(),
-            policy.guard.mode.as_str(),
-        ));
-    }
+    // New interfaces under `*`, named ones that come back, and any that go away.
+    tasks.spawn(crate::hotplug::watch(
+        engine.clone(),
+        log.clone(),
+        names.clone(),
+        policy.guard.interfaces.clone(),
+        policy.guard.mode.as_str(),
+    ));
 
     log.emit(
         Event::new("agent.ready")
