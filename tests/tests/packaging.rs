@@ -54,7 +54,6 @@ fn the_unit_passes_systemd_analyze_verify() -> anyhow::Result<()> {
     )
     .context("copy the unit")?;
     root.copy_executable(&portguard_bin()?, BINARY)?;
-    root.provide_kill()?;
     let man_dir = root.create_dir("usr/share/man/man1")?;
     run(Command::new(portguard_bin()?)
         .args(["generate", "man", "--out"])
@@ -72,8 +71,6 @@ fn the_package_installs_into_a_scratch_root() -> anyhow::Result<()> {
 
     let root = Scratch::new("portguard-dpkg-")?;
     root.prepare_dpkg(&deb)?;
-    // The base system of a real host provides kill, which ExecReload= runs.
-    root.provide_kill()?;
     let installed = dpkg(&root, &[OsStr::new("--install"), deb.as_os_str()])?;
     eprintln!("{}", text(&installed));
 
@@ -287,13 +284,6 @@ impl Scratch {
         fs::copy(from, &to)
             .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
         Ok(())
-    }
-
-    /// The host's /bin/kill at /bin/kill, as the base system of a real host has it (procps).
-    fn provide_kill(&self) -> anyhow::Result<()> {
-        let kill = fs::canonicalize("/bin/kill")
-            .context("/bin/kill, which the unit's ExecReload= runs, is missing: install procps")?;
-        self.copy_executable(&kill, "bin/kill")
     }
 
     /// An empty dpkg database, but for the packages that `deb` depends on: their status is
