@@ -19,6 +19,8 @@ pub struct InterfaceStatus {
     pub name: String,
     pub ifindex: u32,
     pub xdp_mode: &'static str,
+    /// The kernel's id of the XDP link (the same across restarts that adopt it).
+    pub link_id: u32,
     /// The kernel runs our XDP program on this interface.
     pub xdp_attached: bool,
     /// The kernel runs our UDP flow recorder on this interface's tcx egress.
@@ -36,28 +38,31 @@ pub struct Expected {
 
 /// The whole status, as JSON; `enforcing` is false when the kernel differs from the policy.
 pub async fn collect(engine: &SharedEngine, expected: &Expected) -> Value {
-    let (interfaces, program_ids, config, counters, grants) = {
+    let (interfaces, program_ids, config, counters, grants, pin_dir, ledger_error) = {
         let mut engine = engine.lock();
         let grants = engine.book.list().len();
+        let ledger_error = engine.book.ledger_error().map(str::to_owned);
         let counters = engine.kernel.counters().ok();
         match engine.kernel.guard_mut() {
             Some(guard) => (
                 guard
                     .attachments()
                     .iter()
-                    .map(|a| (a.interface.clone(), a.mode.as_str()))
+                    .map(|a| (a.interface.clone(), a.mode.as_str(), a.link_id))
                     .collect(),
                 guard.program_ids().ok(),
                 guard.config().ok(),
                 counters,
                 grants,
+                guard.pin_dir().map(|p| p.display().to_string()),
+                ledger_error,
             ),
-            None => (Vec::new(), None, None, counters, grants),
+            None => (Vec::new(), None, None, counters, grants, None, ledger_error),
         }
     };
 
     let mut checked = Vec::new();
-    for (interface, xdp_mode) in interfaces {
+    for (interface, xdp_mode, link_id) in interfaces {
         let (xdp, egress) = match program_ids {
             Some((xdp_id, egress_id)) => (
                 xdp_program_ids(interface.index).await.contains(&xdp_id),
@@ -69,6 +74,7 @@ pub async fn collect(engine: &SharedEngine, expected: &Expected) -> Value {
             name: interface.name,
             ifindex: interface.index,
             xdp_mode,
+            link_id,
             xdp_attached: xdp,
             egress_attached: egress,
         });
@@ -104,6 +110,9 @@ pub async fn collect(engine: &SharedEngine, expected: &Expected) -> Value {
         serde_json::to_value(&checked).unwrap_or_default(),
     );
     status.insert("grants".into(), grants.into());
+    // Where the guard is pinned: what keeps it enforcing while no agent runs.
+    status.insert("pin_dir".into(), pin_dir.into());
+    status.insert("ledger_error".into(), ledger_error.into());
     if let Some(counters) = counters {
         status.insert("packets".into(), packets(&counters).into());
         status.insert("events_lost".into(), counters.events_lost.into());
@@ -170,6 +179,17 @@ pub fn describe(status: &Value) -> String {
         ));
     }
     out.push_str(&format!("grants: {} live\n", status["grants"]));
+    match status["pin_dir"].as_str() {
+        Some(dir) => out.push_str(&format!(
+            "pinned at {dir}: the guard stays when the agent stops\n"
+        )),
+        None => out.push_str("not pinned: the guard goes with the agent\n"),
+    }
+    if let Some(error) = status["ledger_error"].as_str() {
+        out.push_str(&format!(
+            "ledger: NOT WRITTEN ({error}); grants hold in the kernel until they expire\n"
+        ));
+    }
     if let Some(packets) = status["packets"].as_object() {
         let counted: Vec<String> = packets
             .iter()

@@ -63,6 +63,15 @@ fn status_reports_the_guard_the_kernel_runs() -> anyhow::Result<()> {
     assert_eq!(interfaces.len(), 1, "{status:#}");
     assert_eq!(interfaces[0]["xdp_attached"], true);
     assert_eq!(interfaces[0]["egress_attached"], true);
+    let attached = agent.wait_for_event("guard.attached", Duration::ZERO)?;
+    assert_eq!(interfaces[0]["link_id"], attached["link_id"]);
+    assert_eq!(
+        status["pin_dir"],
+        portguard_tests::agent::pin_dir(agent.policy(), lab.host.name())
+            .display()
+            .to_string()
+    );
+    assert!(status["ledger_error"].is_null(), "{status:#}");
     Ok(())
 }
 
