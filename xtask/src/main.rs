@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo(),
         Task::Package { profile, output } => {
             setup::run()?;
-            package::build(profile, output.as_deref()).map(|_| ())
+            package::build(profile, output.as_deref(), None).map(|_| ())
         }
     }
 }
@@ -124,6 +124,7 @@ fn test(unit_only: bool) -> anyhow::Result<()> {
     let deb = package::build(
         package::Profile::Dev,
         Some(&workspace_root().join("target/debian-test")),
+        Some("current"),
     )
     .context("build the Debian package for the packaging tests")?;
     cargo_with_env(

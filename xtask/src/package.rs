@@ -32,10 +32,19 @@ impl Profile {
 
 /// Builds the agent in `profile` and packages it; returns the path of the .deb, written into
 /// `output` (target/debian/ when `None`). Needs what `setup` installs, cargo-deb among it.
-pub fn build(profile: Profile, output: Option<&Path>) -> anyhow::Result<PathBuf> {
-    match profile {
-        Profile::Release => cargo(&["build", "--release", "-p", "portguard"]),
-        Profile::Dev => cargo(&["build", "-p", "portguard"]),
+pub fn build(
+    profile: Profile,
+    output: Option<&Path>,
+    build_id: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let args: &[&str] = match profile {
+        Profile::Release => &["build", "--release", "-p", "portguard"],
+        Profile::Dev => &["build", "-p", "portguard"],
+    };
+    // The build id is part of the binary: the same one as a build just made costs nothing.
+    match build_id {
+        Some(id) => crate::cargo_with_env(args, &[("PORTGUARD_BUILD_ID", id.as_ref())]),
+        None => cargo(args),
     }
     .context("build the agent")?;
 
