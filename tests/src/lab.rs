@@ -79,6 +79,17 @@ impl Family {
     }
 }
 
+/// The smallest policy of the end-to-end tests: every interface guarded, 8080/tcp open.
+pub const WEB_POLICY: &str = r#"
+[guard]
+interfaces = ["*"]
+
+[[endpoint]]
+name = "web"
+port = 8080
+protocol = "tcp"
+"#;
+
 /// Both wildcard addresses on `port`: one dual-stack socket takes IPv4 and IPv6.
 pub fn any(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))

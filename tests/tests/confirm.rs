@@ -10,21 +10,14 @@ use anyhow::Context as _;
 use portguard_tests::{
     Agent, Lab,
     agent::control_socket,
+    lab::WEB_POLICY,
     lab::{Family, any},
     portguard_bin,
     probe::{ANSWER_WAIT, Probe, tcp_probe},
     servers::TcpServer,
 };
 
-const BEFORE: &str = r#"
-[guard]
-interfaces = ["*"]
-
-[[endpoint]]
-name = "web"
-port = 8080
-protocol = "tcp"
-"#;
+const BEFORE: &str = WEB_POLICY;
 
 /// The same, and a second port.
 fn after() -> String {

@@ -7,21 +7,14 @@ use std::time::Duration;
 use portguard_tests::{
     Agent, Lab, TcpServer, UdpServer,
     agent::{control_socket, pin_dir},
+    lab::WEB_POLICY,
     lab::{Family, HOST_IF, any},
     links::xdp_and_tcx_links,
     portguard_bin,
     probe::{ANSWER_WAIT, Probe, tcp_probe, udp_request},
 };
 
-const POLICY: &str = r#"
-[guard]
-interfaces = ["*"]
-
-[[endpoint]]
-name = "web"
-port = 8080
-protocol = "tcp"
-"#;
+const POLICY: &str = WEB_POLICY;
 
 #[test]
 fn agent_reports_start_policy_and_attachment() -> anyhow::Result<()> {

@@ -12,20 +12,13 @@ use portguard_tests::{
     agent::control_socket,
     http::{Request, exchange},
     in_netns,
+    lab::WEB_POLICY,
     links::xdp_and_tcx_links,
     portguard_bin,
 };
 use serde_json::Value;
 
-const POLICY: &str = r#"
-[guard]
-interfaces = ["*"]
-
-[[endpoint]]
-name = "web"
-port = 8080
-protocol = "tcp"
-"#;
+const POLICY: &str = WEB_POLICY;
 
 /// `portguard status --json`, run inside the host namespace (netlink and tcx are per
 /// namespace), with the agent's control socket.
