@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use portguard::tokens::token_hash;
 use portguard_tests::{
     Agent, Lab, TcpServer,
-    agent::{control_socket, portguard_bin},
+    agent::{control_socket, pin_dir, portguard_bin},
     gated::{self, Gate, auth_url},
     lab::{CLIENT_V4, CLIENT_V6, Family, HOST_IF, HOST_V4, HOST_V6, SUBNET_V4, SUBNET_V6, any},
     oidc::{AUDIENCE, Provider, ProviderOptions, Signer, jwt_part},
@@ -213,11 +213,36 @@ fn demo() -> anyhow::Result<Checks> {
 
     token_flow(&mut checks, &lab, &mut agent, &provider, &tls)?;
 
-    println!("\nStopping the agent (SIGTERM)...");
+    println!("\nStopping the agent (SIGTERM): the guard stays, pinned in bpffs...");
     let stopped = stop(&mut agent);
     checks.check(
         stopped.is_ok(),
         &stopped.unwrap_or_else(|error| format!("{error:#}")),
+    );
+    let to = Family::V4.host(5432);
+    let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
+    checks.check(
+        found == Probe::Filtered,
+        &format!(
+            "{:<36} {:<26} the agent is gone, the guard is not",
+            route(Family::V4, to),
+            found.to_string()
+        ),
+    );
+
+    println!("\n$ portguard uninstall   (removes the guard from the kernel, on purpose)");
+    let pins = pin_dir(agent.policy(), lab.host.name());
+    let uninstalled = std::process::Command::new(portguard_bin()?)
+        .arg("uninstall")
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control-socket")
+        .arg(control_socket(agent.policy(), lab.host.name()))
+        .output()
+        .context("run portguard uninstall")?;
+    checks.check(
+        uninstalled.status.success(),
+        String::from_utf8_lossy(&uninstalled.stdout).trim(),
     );
     let left = lab.host_has_xdp()?;
     checks.check(
@@ -251,14 +276,14 @@ fn stop(agent: &mut Agent) -> anyhow::Result<String> {
         "the agent exited with {status}\n{}",
         agent.report()
     );
-    let detached = agent.events_named("guard.detached").len();
+    let kept = agent.events_named("guard.kept").len();
     anyhow::ensure!(
-        detached > 0,
-        "the agent stopped without detaching\n{}",
+        kept > 0,
+        "the agent stopped without leaving the guard\n{}",
         agent.report()
     );
     Ok(format!(
-        "agent stopped ({status}), detached from {detached} interface(s)"
+        "agent stopped ({status}); the guard stays enforcing on {kept} interface(s)"
     ))
 }
 
