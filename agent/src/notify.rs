@@ -109,6 +109,30 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_is_announced_with_the_monotonic_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = listen(&path).unwrap();
+        let notifier = Notifier::to_socket(path);
+
+        notifier.reloading("reloading the policy");
+        let message = received(&socket);
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines[0], "RELOADING=1");
+        // systemd wants MONOTONIC_USEC with RELOADING=1: now, in CLOCK_MONOTONIC microseconds.
+        let usec: u64 = lines[1]
+            .strip_prefix("MONOTONIC_USEC=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{message}"));
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        let now_usec = now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000;
+        assert!(usec > 0 && usec <= now_usec, "{usec} vs {now_usec}");
+        assert_eq!(lines[2], "STATUS=reloading the policy");
+        notifier.ready("policy generation 2");
+        assert_eq!(received(&socket), "READY=1\nSTATUS=policy generation 2");
+    }
+
+    #[test]
     fn without_a_socket_nothing_is_sent_and_nothing_fails() {
         Notifier { socket: None }.ready("x");
     }
