@@ -102,6 +102,25 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    // Nor one that names an interface this host lacks.
+    let wanted = match interfaces::resolve(&policy.guard.interfaces) {
+        Ok(wanted) => wanted,
+        Err(error) => {
+            let at = policy
+                .locations
+                .interfaces
+                .unwrap_or(crate::policy::Location::START);
+            let description = format!(
+                "{}:{}:{}: {error}",
+                policy.path.display(),
+                at.line,
+                at.column
+            );
+            stdout_only.emit(rejected(policy_path, &description));
+            eprintln!("{description}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let log = EventLog::open(policy.events.file.as_deref())?;
     let tls = match &policy.auth {
         Some(auth) => Some(
@@ -124,7 +143,7 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
             .with("pin_dir", &options.pin_dir)
             .with("adopted", previous.is_some()),
     );
-    let names = attach(&mut guard, &policy, &log)?;
+    let names = attach(&mut guard, &wanted, &policy, &log)?;
     for ifindex in guard.release_unadopted() {
         log.emit(
             Event::new("guard.detached")
@@ -304,13 +323,12 @@ async fn start_auth(
 /// Attaches to every interface the policy names, or to none at all.
 fn attach(
     guard: &mut Guard,
+    wanted: &[crate::interfaces::Interface],
     policy: &Policy,
     log: &EventLog,
 ) -> anyhow::Result<Arc<RwLock<HashMap<u32, String>>>> {
-    let wanted =
-        interfaces::resolve(&policy.guard.interfaces).context("find the interfaces to guard")?;
     let names: Arc<RwLock<HashMap<u32, String>>> = Arc::default();
-    for interface in &wanted {
+    for interface in wanted {
         let attachment = match guard.attach(interface) {
             Ok(attachment) => attachment,
             Err(error) => {

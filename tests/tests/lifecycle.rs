@@ -90,6 +90,29 @@ fn malformed_policy_is_rejected_and_attaches_nothing() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_policy_naming_a_missing_interface_is_refused_at_its_location() -> anyhow::Result<()> {
+    let lab = Lab::new("missing_interface_refused")?;
+    let policy = lab.write_policy(
+        "missing.toml",
+        "[guard]\ninterfaces = [\"pg-nope0\"]\n\n[[endpoint]]\nname = \"web\"\nport = 8080\nprotocol = \"tcp\"\n",
+    )?;
+    let mut agent = Agent::start(&lab.host, &policy)?;
+    let status = agent.wait_exit(Duration::from_secs(20))?;
+    assert!(!status.success(), "{}", agent.report());
+
+    // The list is on line 2, from column 14.
+    let location = format!("{}:2:14:", policy.display());
+    let rejected = agent.wait_for_event("policy.rejected", Duration::ZERO)?;
+    let reason = rejected["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&location) && reason.contains("pg-nope0"),
+        "{reason}"
+    );
+    assert!(!lab.host_has_xdp()?, "{}", lab.host_link()?);
+    Ok(())
+}
+
+#[test]
 fn sigterm_leaves_the_guard_and_uninstall_removes_it() -> anyhow::Result<()> {
     let lab = Lab::new("sigterm_leaves_the_guard")?;
     let ifindex = lab.host.ifindex(HOST_IF)?;

@@ -138,6 +138,8 @@ pub struct Events {
 pub struct Locations {
     /// The value of `mode`, when the key is written.
     pub mode: Option<Location>,
+    /// The value of `interfaces`, when the key is written.
+    pub interfaces: Option<Location>,
     /// One per endpoint, in the order of `Policy::endpoints`.
     pub endpoints: Vec<EndpointLocation>,
     /// The `[[gate]]` header of each gate, in the order of `Policy::gates`.

@@ -255,10 +255,9 @@ fn locations(
     endpoints: &[Placed<Endpoint>],
     gates: &[Placed<Gate>],
 ) -> Locations {
-    let mode = raw
-        .guard
-        .as_ref()
-        .and_then(|table| table.get_ref().mode.as_ref());
+    let guard = raw.guard.as_ref().map(|table| table.get_ref());
+    let mode = guard.and_then(|table| table.mode.as_ref());
+    let interfaces = guard.and_then(|table| table.interfaces.as_ref());
     let endpoint = |placed: &Placed<Endpoint>| EndpointLocation {
         table: problems.locate(&placed.table),
         from: placed.from.as_ref().map(|span| problems.locate(span)),
@@ -266,6 +265,7 @@ fn locations(
 
     Locations {
         mode: mode.map(|text| problems.locate(&text.span())),
+        interfaces: interfaces.map(|list| problems.locate(&list.span())),
         endpoints: endpoints.iter().map(endpoint).collect(),
         gates: gates
             .iter()
