@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: every figure as a ratio against a baseline measured in the same run,
 //! repeated so that the spread shows. The XDP guard per verdict and as entries grow (`xdp`),
 //! token validation against raw signature checks (`tokens`), and grants: their kernel-side
-//! cost and the time from a grant request to the first SYN let in (`grants`).
+//! cost and the time from a grant request to the first SYN let in (`grants`), and start-up
+//! and reload on the kernel side (`lifecycle`).
 
 mod grants;
+mod lifecycle;
 mod tokens;
 mod xdp;
 
@@ -20,6 +22,9 @@ pub struct Args {
     /// Measurements per case.
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
+    /// Only this section: xdp, grants, lifecycle or tokens.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,9 +33,20 @@ fn main() -> anyhow::Result<()> {
         "# portguard benchmarks (BPF_PROG_TEST_RUN {} repeats, {} runs a case)\n",
         args.repeat, args.runs
     );
-    xdp::run(&args)?;
-    grants::run(&args)?;
-    tokens::run(&args)
+    let wanted = |section: &str| args.only.as_deref().is_none_or(|only| only == section);
+    if wanted("xdp") {
+        xdp::run(&args)?;
+    }
+    if wanted("grants") {
+        grants::run(&args)?;
+    }
+    if wanted("lifecycle") {
+        lifecycle::run(&args)?;
+    }
+    if wanted("tokens") {
+        tokens::run(&args)?;
+    }
+    Ok(())
 }
 
 pub struct Row {
