@@ -9,6 +9,7 @@ use std::{
 };
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use portguard_common::maps::MODE_MONITOR;
 use rtnetlink::{
     Handle, MulticastGroup,
     packet_core::NetlinkPayload,
@@ -157,19 +158,12 @@ fn wants(wanted: &Interfaces, name: &str) -> bool {
 /// those that appear when the policy wants them (every one for `*`, a named one when it
 /// comes back), and forgets those that go away. Logs `guard.attached` (with `hotplug`),
 /// `guard.attach_failed` and `guard.detached`; a failure never stops the watcher.
-pub async fn watch(
-    engine: SharedEngine,
-    log: EventLog,
-    names: InterfaceNames,
-    wanted: Interfaces,
-    mode: &'static str,
-) {
+pub async fn watch(engine: SharedEngine, log: EventLog, names: InterfaceNames, wanted: Interfaces) {
     let watcher = Watcher {
         engine,
         log,
         names,
         wanted,
-        mode,
     };
     loop {
         let Err(error) = watcher.follow().await;
@@ -186,7 +180,6 @@ struct Watcher {
     log: EventLog,
     names: InterfaceNames,
     wanted: Interfaces,
-    mode: &'static str,
 }
 
 impl Watcher {
@@ -291,13 +284,19 @@ impl Watcher {
 
     fn attach(&self, guard: &mut Guard, interface: &Interface) -> Event {
         match guard.attach(interface) {
-            Ok(attachment) => {
-                let event = Event::new("guard.attached")
-                    .with("interface", &interface.name)
-                    .with("ifindex", interface.index)
-                    .with("xdp_mode", attachment.mode.as_str())
-                    .with("mode", self.mode)
-                    .with("hotplug", true);
+            Ok(_) => {
+                // The mode in force now, as a reload may have changed it since the start.
+                let mode = match guard.config() {
+                    Ok(config) if config.mode == MODE_MONITOR => "monitor",
+                    Ok(_) => "enforce",
+                    Err(_) => "unknown",
+                };
+                let attachment = guard
+                    .attachments()
+                    .iter()
+                    .find(|a| a.interface.index == interface.index)
+                    .expect("just attached");
+                let event = crate::run::attached(attachment, mode).with("hotplug", true);
                 self.names_mut()
                     .insert(interface.index, interface.name.clone());
                 event

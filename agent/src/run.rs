@@ -223,7 +223,6 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         log.clone(),
         names.clone(),
         policy.guard.interfaces.clone(),
-        policy.guard.mode.as_str(),
     ));
 
     log.emit(
