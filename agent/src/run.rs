@@ -31,10 +31,11 @@ use crate::{
     events::{Event, EventLog, FlowReader},
     grants::{GrantBook, Restored},
     interfaces,
+    interfaces::Interface,
     issuers::Issuers,
     loader::Guard,
     notify::{Notifier, watchdog_interval},
-    policy::{Auth, Policy, SessionEnv},
+    policy::{Auth, Location, Policy, SessionEnv},
     status::Expected,
     tokens::Validator,
 };
@@ -79,45 +80,11 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     );
 
     // 1. Validate: nothing touches the kernel until the policy is known good.
-    let policy = match Policy::load(policy_path) {
-        Ok(policy) => policy,
-        Err(error) => {
-            let description = describe(error);
+    let (policy, wanted) = match validate(policy_path, options.force) {
+        Ok(valid) => valid,
+        Err(description) => {
             stdout_only.emit(rejected(policy_path, &description));
             eprintln!("{}", description.trim_end());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    // Nor does a policy that would shut the operator out, unless forced.
-    match crate::lockout::refuse_unless_forced(&policy, options.force) {
-        Ok(warnings) => {
-            for warning in &warnings {
-                tracing::warn!("{}:{warning}", policy.path.display());
-            }
-        }
-        Err(refused) => {
-            let description = refused.to_string();
-            stdout_only.emit(rejected(policy_path, &description));
-            eprintln!("{}", description.trim_end());
-            return Ok(ExitCode::FAILURE);
-        }
-    }
-    // Nor one that names an interface this host lacks.
-    let wanted = match interfaces::resolve(&policy.guard.interfaces) {
-        Ok(wanted) => wanted,
-        Err(error) => {
-            let at = policy
-                .locations
-                .interfaces
-                .unwrap_or(crate::policy::Location::START);
-            let description = format!(
-                "{}:{}:{}: {error}",
-                policy.path.display(),
-                at.line,
-                at.column
-            );
-            stdout_only.emit(rejected(policy_path, &description));
-            eprintln!("{description}");
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -322,7 +289,7 @@ async fn start_auth(
 /// Attaches to every interface the policy names, or to none at all.
 fn attach(
     guard: &mut Guard,
-    wanted: &[crate::interfaces::Interface],
+    wanted: &[Interface],
     policy: &Policy,
     log: &EventLog,
 ) -> anyhow::Result<Arc<RwLock<HashMap<u32, String>>>> {
@@ -437,15 +404,35 @@ struct Running {
 /// in which case the guard keeps the old one untouched.
 fn reload(engine: &SharedEngine, log: &EventLog, running: &mut Running) -> Result<Event, String> {
     let policy = Policy::load(&running.policy.path).map_err(describe)?;
-    match crate::lockout::refuse_unless_forced(&policy, running.force) {
-        Ok(warnings) => {
-            for warning in &warnings {
-                tracing::warn!("{}:{warning}", policy.path.display());
-            }
-        }
-        Err(refused) => return Err(refused.to_string()),
-    }
+    refuse_lockouts(&policy, running.force)?;
     apply_policy(engine, log, running, policy)
+}
+
+/// Step 1 of a start: the policy, free of errors and of lockouts (unless forced), and the
+/// interfaces it names as they exist now; or why not, with the place in the file.
+fn validate(path: &Path, force: bool) -> Result<(Policy, Vec<Interface>), String> {
+    let policy = Policy::load(path).map_err(describe)?;
+    refuse_lockouts(&policy, force)?;
+    let wanted = interfaces::resolve(&policy.guard.interfaces).map_err(|error| {
+        let at = policy.locations.interfaces.unwrap_or(Location::START);
+        format!(
+            "{}:{}:{}: {error}",
+            policy.path.display(),
+            at.line,
+            at.column
+        )
+    })?;
+    Ok((policy, wanted))
+}
+
+/// A policy that would shut the operator out is refused, unless forced: then it is a warning.
+fn refuse_lockouts(policy: &Policy, force: bool) -> Result<(), String> {
+    let warnings = crate::lockout::refuse_unless_forced(policy, force)
+        .map_err(|refused| refused.to_string())?;
+    for warning in &warnings {
+        tracing::warn!("{}:{warning}", policy.path.display());
+    }
+    Ok(())
 }
 
 /// Makes `policy` the one in force: the kernel's maps, the rule names, the gates, the grants
