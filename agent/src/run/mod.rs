@@ -1,6 +1,6 @@
 //! `portguard run`: the daemon. In order: validate the policy; load the kernel programs over
-//! the pinned maps and fill them; attach to the policy's interfaces, adopting the links an
-//! earlier agent pinned; restore live grants from the ledger; fetch the issuers' keys; serve
+//! the pinned maps and fill them, live grants from the ledger included; attach to the
+//! policy's interfaces, adopting the links an earlier agent pinned; fetch the issuers' keys; serve
 //! the auth endpoint and the control socket; log what the kernel decides; reload on SIGHUP.
 //! On SIGTERM the agent goes and the guard stays: only `portguard uninstall` removes it.
 
@@ -110,6 +110,14 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
             .with("pin_dir", &options.pin_dir)
             .with("adopted", previous.is_some()),
     );
+    // Grants still live in the ledger are written too, before any link runs these maps:
+    // after an upgrade that changed the maps' layout, they are new and empty.
+    let now = SystemTime::now();
+    let (book, restored) = GrantBook::open(&options.state_dir, &mut guard, now)
+        .context("open the grant ledger (the guard stays in place)")?;
+    report_restored(&log, &restored);
+
+    // 3. Attach, or take over the links an earlier agent pinned.
     let names = attach(&mut guard, &wanted, &policy, &log)?;
     for ifindex in guard.release_unadopted() {
         log.emit(
@@ -127,19 +135,13 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     }
     let interface_count = names.read().map(|n| n.len()).unwrap_or(0);
 
-    // 3. Grants still live in the ledger are enforced again. When the ledger cannot be
-    // opened, the guard stays as it is (grants in the kernel keep their expiry).
-    let now = SystemTime::now();
-    let (book, restored) = GrantBook::open(&options.state_dir, &mut guard, now)
-        .context("open the grant ledger (the guard stays in place)")?;
-    report_restored(&log, &restored);
     let ring = guard.take_events()?;
     let engine = SharedEngine::new(Engine {
         kernel: Box::new(guard),
         book,
     });
 
-    // 4-5. Issuers, the auth endpoint, the control socket, the kernel's events, expiry.
+    // 4. Issuers, the auth endpoint, the control socket, the kernel's events, expiry.
     let mut tasks = JoinSet::new();
     let rules = Arc::new(RwLock::new(entries.rules.clone()));
     let reader = FlowReader::new(ring, log.clone(), rules.clone(), names.clone())
@@ -217,7 +219,7 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     let outcome = wait_for_stop(&engine, &log, &mut running, &notifier, &mut signals).await;
     notifier.stopping("leaving the guard enforcing");
 
-    // 6. Stop: the agent goes, the guard stays pinned and enforcing (grants expire in the
+    // 5. Stop: the agent goes, the guard stays pinned and enforcing (grants expire in the
     // kernel on time). Only `portguard uninstall` removes it.
     tasks.abort_all();
     let mut engine = engine.lock();

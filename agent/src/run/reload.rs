@@ -43,11 +43,7 @@ pub(super) struct Running {
 /// the running guard's maps (see `Guard::apply` for why no packet sees a policy that neither
 /// version allows). Returns the `policy.loaded` event, or why the new policy was refused,
 /// in which case the guard keeps the old one untouched.
-fn reload(
-    engine: &SharedEngine,
-    log: &EventLog,
-    running: &mut Running,
-) -> Result<Event, String> {
+fn reload(engine: &SharedEngine, log: &EventLog, running: &mut Running) -> Result<Event, String> {
     let policy = Policy::load(&running.policy.path).map_err(describe)?;
     refuse_lockouts(&policy, running.force)?;
     apply_policy(engine, log, running, policy)
