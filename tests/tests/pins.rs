@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use portguard_tests::{
     Agent, Lab,
     agent::pin_dir,
-    lab::{Family, WEB_POLICY, any},
+    lab::{Family, HOST_IF, WEB_POLICY, any},
     probe::{ANSWER_WAIT, FILTERED_WAIT, Probe, tcp_probe},
     prober::{Prober, Target},
     servers::TcpServer,
@@ -156,5 +156,43 @@ fn maps_of_an_older_layout_are_replaced_without_a_gap() -> anyhow::Result<()> {
         agent.report()
     );
     still_enforcing(&lab);
+    Ok(())
+}
+
+#[test]
+fn pins_of_an_interface_gone_are_replaced_when_its_index_comes_back() -> anyhow::Result<()> {
+    let lab = Lab::new("reused_ifindex")?;
+    let ifindex = lab.host.ifindex(HOST_IF)?.to_string();
+    let _agent = leave_a_guard(&lab)?;
+
+    // The guarded interface goes while no agent runs, and another takes its index.
+    lab.host.ip(&["link", "del", HOST_IF])?;
+    lab.host.ip(&[
+        "link",
+        "add",
+        "pg-again",
+        "index",
+        &ifindex,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "pg-again-c",
+    ])?;
+
+    let policy = lab.write_policy("policy.toml", WEB_POLICY)?;
+    let mut agent = Agent::start(&lab.host, &policy)?;
+    let attached = agent.wait_for(
+        "guard.attached on pg-again",
+        Duration::from_secs(30),
+        |event| event["event"] == "guard.attached" && event["interface"] == "pg-again",
+    )?;
+    assert_eq!(attached["adopted"], false, "{}", agent.report());
+    let status = agent.stop()?;
+    assert!(status.success(), "{}", agent.report());
+
+    // The new links were pinned where the stale ones were, and stay after the stop.
+    let shown = lab.host.ip(&["-d", "link", "show", "dev", "pg-again"])?;
+    assert!(shown.contains("prog/xdp"), "no guard on pg-again:\n{shown}");
     Ok(())
 }

@@ -347,6 +347,12 @@ impl Guard {
         let index = interface.index;
         let pinned_xdp = self.take_unadopted(index, |kind| kind != LinkKind::Egress);
         let pinned_egress = self.take_unadopted(index, |kind| kind == LinkKind::Egress);
+        // What is left pinned for this index belonged to an interface that is gone (the
+        // index was reused): stale pins, which the new links replace below.
+        for stale in self.unadopted.iter().filter(|link| link.ifindex == index) {
+            let _ = std::fs::remove_file(&stale.path);
+        }
+        self.unadopted.retain(|link| link.ifindex != index);
         let adopted = pinned_xdp.is_some();
 
         let (xdp, mode, xdp_pin) = match pinned_xdp {
