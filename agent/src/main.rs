@@ -103,6 +103,10 @@ enum Command {
         /// The running agent's control socket.
         #[arg(long, default_value = DEFAULT_SOCKET, env = "PORTGUARD_CONTROL_SOCKET")]
         control_socket: PathBuf,
+        /// Where the guard is pinned: read when no agent answers, to show what the kernel
+        /// still enforces.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "PORTGUARD_PIN_DIR")]
+        pin_dir: PathBuf,
     },
     /// List or revoke the running agent's grants.
     Grants {
@@ -207,7 +211,8 @@ fn main() -> ExitCode {
         Command::Status {
             json,
             control_socket,
-        } => status(json, &control_socket),
+            pin_dir,
+        } => status(json, &control_socket, &pin_dir),
         Command::Generate { artifact, out } => generate(artifact, &out),
         Command::Open {
             url,
@@ -289,11 +294,37 @@ fn uninstall(pin_dir: &std::path::Path, socket: &std::path::Path) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn status(json: bool, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let answer = tokio::runtime::Builder::new_current_thread()
+fn status(
+    json: bool,
+    socket: &std::path::Path,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let asked = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(control::ask(socket, &Request::Status))?;
+        .block_on(control::ask(socket, &Request::Status));
+    let answer = match asked {
+        Ok(answer) => answer,
+        // No agent: the guard may well still be enforcing, pinned. Say what the pins hold.
+        Err(error) => {
+            let pinned = portguard::status::pinned::collect(pin_dir)?;
+            if json {
+                let status = serde_json::json!({
+                    "enforcing": false,
+                    "agent": format!("{error:#}"),
+                    "pinned": pinned,
+                });
+                println!("{status:#}");
+            } else {
+                println!("agent: NOT ANSWERING ({error:#})");
+                match &pinned {
+                    Some(pinned) => print!("{}", portguard::status::pinned::describe(pinned)),
+                    None => println!("nothing pinned at {}: no guard", pin_dir.display()),
+                }
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let status = &answer["status"];
     if json {
         println!("{status:#}");

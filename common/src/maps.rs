@@ -223,6 +223,19 @@ impl Default for Counters {
     }
 }
 
+impl Counters {
+    /// Adds another CPU's counters to these (the map is per CPU; readers sum them).
+    pub fn add(&mut self, other: &Counters) {
+        for (sum, count) in self.packets.iter_mut().zip(other.packets.iter()) {
+            *sum += count;
+        }
+        self.events_lost += other.events_lost;
+        self.events_suppressed += other.events_suppressed;
+        self.udp_flows_recorded += other.udp_flows_recorded;
+        self.events_unattributed += other.events_unattributed;
+    }
+}
+
 /// Per-source event budget, in the LRU [`crate::map_names::EVENT_RATE`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -323,6 +336,30 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn counters_add_every_field() {
+        let cpu = Counters {
+            packets: [1; crate::Reason::COUNT],
+            events_lost: 2,
+            events_suppressed: 3,
+            udp_flows_recorded: 4,
+            events_unattributed: 5,
+        };
+        let mut total = Counters::default();
+        total.add(&cpu);
+        total.add(&cpu);
+        assert_eq!(
+            total,
+            Counters {
+                packets: [2; crate::Reason::COUNT],
+                events_lost: 4,
+                events_suppressed: 6,
+                udp_flows_recorded: 8,
+                events_unattributed: 10,
+            }
+        );
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

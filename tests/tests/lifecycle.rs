@@ -187,9 +187,30 @@ fn sigterm_leaves_the_guard_and_uninstall_removes_it() -> anyhow::Result<()> {
         );
     }
 
-    // Only `portguard uninstall` removes it.
+    // `portguard status` says so, from the pins, and exits 1 (no agent).
     let pin_dir = pin_dir(agent.policy(), lab.host.name());
     let socket = control_socket(agent.policy(), lab.host.name());
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.host.name()])
+        .arg(portguard_bin()?)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(&pin_dir)
+        .arg("--control-socket")
+        .arg(&socket)
+        .output()?;
+    assert!(!status.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let pinned = &json["pinned"];
+    assert_eq!(pinned["mode_in_kernel"], "enforce", "{json:#}");
+    assert_eq!(pinned["generation_in_kernel"], 1, "{json:#}");
+    let links = pinned["links"].as_array().cloned().unwrap_or_default();
+    assert_eq!(links.len(), 2, "{json:#}");
+    for link in &links {
+        assert_eq!(link["interface"], HOST_IF, "{json:#}");
+        assert_eq!(link["attached"], true, "{json:#}");
+    }
+
+    // Only `portguard uninstall` removes it.
     let output = std::process::Command::new(portguard_bin()?)
         .arg("uninstall")
         .arg("--pin-dir")

@@ -612,12 +612,7 @@ impl Guard {
         let per_cpu = array.get(&0, 0).map_err(map_error(name))?;
         let mut total = Counters::default();
         for cpu in per_cpu.iter() {
-            for (sum, count) in total.packets.iter_mut().zip(cpu.packets.iter()) {
-                *sum += count;
-            }
-            total.events_lost += cpu.events_lost;
-            total.events_suppressed += cpu.events_suppressed;
-            total.udp_flows_recorded += cpu.udp_flows_recorded;
+            total.add(cpu);
         }
         Ok(total)
     }

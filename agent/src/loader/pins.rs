@@ -280,11 +280,7 @@ impl PinDir {
     }
 
     fn foreign(&self, path: &Path, why: impl ToString) -> PinError {
-        PinError::Foreign {
-            path: path.to_owned(),
-            dir: self.root.clone(),
-            why: why.to_string(),
-        }
+        foreign(&self.root, path, why)
     }
 
     pub fn root(&self) -> &Path {
@@ -310,47 +306,7 @@ impl PinDir {
     /// The links pinned in this folder, each checked: an XDP or tcx link running one of our
     /// programs. Anything else is reported, not reused.
     pub fn links(&self) -> Result<Vec<PinnedLinkFile>, PinError> {
-        let dir = self.root.join("links");
-        let mut found = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
-            let path = entry.map_err(io_error(&dir))?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let parsed = name
-                .split_once('_')
-                .and_then(|(index, kind)| Some((index.parse().ok()?, LinkKind::parse(kind)?)));
-            let Some((ifindex, kind)) = parsed else {
-                return Err(self.foreign(&path, "not a name portguard gives its links"));
-            };
-            let info = link_info(&path).map_err(|error| self.foreign(&path, error))?;
-            if info.link_type != kind.link_type() {
-                return Err(self.foreign(&path, format!("link type {}", info.link_type)));
-            }
-            let program = program_name(info.program_id);
-            if !program
-                .as_deref()
-                .is_some_and(|p| p.starts_with(PROGRAM_NAME_PREFIX))
-            {
-                return Err(self.foreign(
-                    &path,
-                    format!(
-                        "it runs program {}",
-                        program.as_deref().unwrap_or("(unknown)")
-                    ),
-                ));
-            }
-            if info.ifindex != 0 && info.ifindex != ifindex {
-                return Err(self.foreign(&path, format!("attached to ifindex {}", info.ifindex)));
-            }
-            found.push(PinnedLinkFile {
-                path,
-                ifindex,
-                kind,
-                link_id: info.id,
-                live: info.ifindex != 0,
-            });
-        }
-        found.sort_by_key(|link| (link.ifindex, link.path.clone()));
-        Ok(found)
+        links_in(&self.root)
     }
 
     /// Map folders of other layouts (left by an older version), to remove once this
@@ -367,6 +323,69 @@ impl PinDir {
                     && *path != self.maps
             })
             .collect()
+    }
+}
+
+/// The links pinned under `root`, each checked: an XDP or tcx link running one of our
+/// programs, named as portguard names them. Anything else is reported, not reused.
+pub fn links_in(root: &Path) -> Result<Vec<PinnedLinkFile>, PinError> {
+    let dir = root.join("links");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+        let path = entry.map_err(io_error(&dir))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let parsed = name
+            .split_once('_')
+            .and_then(|(index, kind)| Some((index.parse().ok()?, LinkKind::parse(kind)?)));
+        let Some((ifindex, kind)) = parsed else {
+            return Err(foreign(root, &path, "not a name portguard gives its links"));
+        };
+        let info = link_info(&path).map_err(|error| foreign(root, &path, error))?;
+        if info.link_type != kind.link_type() {
+            return Err(foreign(
+                root,
+                &path,
+                format!("link type {}", info.link_type),
+            ));
+        }
+        let program = program_name(info.program_id);
+        if !program
+            .as_deref()
+            .is_some_and(|p| p.starts_with(PROGRAM_NAME_PREFIX))
+        {
+            return Err(foreign(
+                root,
+                &path,
+                format!(
+                    "it runs program {}",
+                    program.as_deref().unwrap_or("(unknown)")
+                ),
+            ));
+        }
+        if info.ifindex != 0 && info.ifindex != ifindex {
+            return Err(foreign(
+                root,
+                &path,
+                format!("attached to ifindex {}", info.ifindex),
+            ));
+        }
+        found.push(PinnedLinkFile {
+            path,
+            ifindex,
+            kind,
+            link_id: info.id,
+            live: info.ifindex != 0,
+        });
+    }
+    found.sort_by_key(|link| (link.ifindex, link.path.clone()));
+    Ok(found)
+}
+
+fn foreign(root: &Path, path: &Path, why: impl ToString) -> PinError {
+    PinError::Foreign {
+        path: path.to_owned(),
+        dir: root.to_owned(),
+        why: why.to_string(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! against the kernel's own view (netlink for XDP, the tcx query for egress), the mode and
 //! generation read back from the config map, the counters, the grants and the issuers.
 
+pub mod pinned;
+
 use futures_util::TryStreamExt as _;
 use portguard_common::{
     Reason,
