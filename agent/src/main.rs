@@ -277,6 +277,11 @@ fn uninstall(pin_dir: &std::path::Path, socket: &std::path::Path) -> anyhow::Res
             socket.display()
         );
     }
+    // An agent holds its pin folder for as long as it runs.
+    let _lock = match pin_dir.is_dir() {
+        true => Some(portguard::loader::pins::lock(pin_dir)?),
+        false => None,
+    };
     let removed = portguard::loader::pins::remove_all(pin_dir)?;
     let links = removed
         .iter()

@@ -9,6 +9,7 @@ use portguard_tests::{
     Agent, Lab,
     agent::pin_dir,
     lab::{Family, HOST_IF, WEB_POLICY, any},
+    portguard_bin,
     probe::{ANSWER_WAIT, FILTERED_WAIT, Probe, tcp_probe},
     prober::{Prober, Target},
     servers::TcpServer,
@@ -194,5 +195,47 @@ fn pins_of_an_interface_gone_are_replaced_when_its_index_comes_back() -> anyhow:
     // The new links were pinned where the stale ones were, and stay after the stop.
     let shown = lab.host.ip(&["-d", "link", "show", "dev", "pg-again"])?;
     assert!(shown.contains("prog/xdp"), "no guard on pg-again:\n{shown}");
+    Ok(())
+}
+
+#[test]
+fn one_agent_per_pin_folder() -> anyhow::Result<()> {
+    let lab = Lab::new("one_agent_per_pin_folder")?;
+    let mut first = lab.start_agent(WEB_POLICY)?;
+    first.wait_for_event("agent.ready", Duration::from_secs(10))?;
+    let pins = pin_dir(first.policy(), lab.host.name());
+
+    // A second agent on the same folder, with a control socket of its own, would take the
+    // first one's links over: it is refused before it touches them.
+    let other_socket = pins.with_file_name("second.sock");
+    let socket_arg = other_socket.display().to_string();
+    let mut second = Agent::start_binary(
+        &portguard_bin()?,
+        &lab.host,
+        first.policy(),
+        &["--control-socket", &socket_arg],
+    )?;
+    let status = second.wait_exit(Duration::from_secs(20))?;
+    assert!(!status.success(), "{}", second.report());
+    assert!(
+        second.other_output().contains("holds the pin folder"),
+        "{}",
+        second.report()
+    );
+    assert!(second.events_named("guard.attached").is_empty());
+
+    // Nor does `uninstall` pull the guard from under a running agent.
+    let uninstall = Command::new(portguard_bin()?)
+        .arg("uninstall")
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("--control-socket")
+        .arg(&other_socket)
+        .output()?;
+    assert!(!uninstall.status.success());
+    assert!(pins.join("links").is_dir());
+
+    assert!(first.is_running(), "{}", first.report());
+    still_enforcing(&lab);
     Ok(())
 }

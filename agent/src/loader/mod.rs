@@ -142,6 +142,8 @@ pub struct Guard {
     attachments: Vec<Attachment>,
     /// The configuration the pinned maps held when this agent opened them.
     previous: Option<Config>,
+    /// This agent's hold on the pin folder.
+    _lock: Option<pins::PinLock>,
 }
 
 fn missing_map(name: &'static str) -> LoadError {
@@ -176,6 +178,7 @@ impl Guard {
             pins::map_specs(&probe)?
         };
         let pins = PinDir::prepare(pin_root, &specs)?;
+        let lock = pins::lock(pin_root)?;
         let unadopted = pins.links()?;
         let paths: Vec<(&'static str, PathBuf)> = map_names::ALL
             .iter()
@@ -188,6 +191,7 @@ impl Guard {
         let ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let mut guard = Self::with_programs(ebpf, Some(pins), unadopted)?;
         guard.previous = guard.config().ok().filter(|c| c.generation != 0);
+        guard._lock = Some(lock);
         Ok(guard)
     }
 
@@ -213,6 +217,7 @@ impl Guard {
             unadopted,
             attachments: Vec::new(),
             previous: None,
+            _lock: None,
         })
     }
 

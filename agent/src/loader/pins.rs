@@ -58,6 +58,11 @@ pub enum PinError {
         dir: PathBuf,
         why: String,
     },
+    #[error(
+        "another portguard agent holds the pin folder {0}: stop it first (one agent per pin \
+         folder)"
+    )]
+    Busy(PathBuf),
     #[error("read map {name} of the eBPF object")]
     MapInfo {
         name: &'static str,
@@ -102,6 +107,23 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), PinError> {
     .map_err(PinError::Mount)?;
     tracing::info!("mounted the BPF filesystem at {SYS_FS_BPF}");
     Ok(())
+}
+
+/// The pin folder, held by one agent: a second one on the same folder would take the first
+/// one's links over from under it. Released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct PinLock {
+    _held: nix::fcntl::Flock<fs::File>,
+}
+
+/// Takes the pin folder `root` (which must exist) for this process, or says who has it.
+pub fn lock(root: &Path) -> Result<PinLock, PinError> {
+    let dir = fs::File::open(root).map_err(io_error(root))?;
+    match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(PinLock { _held: held }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(PinError::Busy(root.to_owned())),
+        Err((_, errno)) => Err(io_error(root)(errno.into())),
+    }
 }
 
 /// A map as the kernel describes it: what must match for a pin to be reused.
