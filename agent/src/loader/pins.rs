@@ -106,6 +106,17 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), PinError> {
     )
     .map_err(PinError::Mount)?;
     tracing::info!("mounted the BPF filesystem at {SYS_FS_BPF}");
+    // A mount in a mount namespace of the agent's own (`ip netns exec`, `unshare -m`, a
+    // container) goes with that namespace, and the pins with it: the guard would not outlast
+    // the agent. Say so, loudly; mount bpffs where the agent's namespace inherits it instead.
+    if !in_init_mount_namespace() {
+        tracing::warn!(
+            "{SYS_FS_BPF} was mounted by the agent, which may run in a mount namespace of its \
+             own: then the pins end with that namespace, and the guard is detached when the \
+             agent exits. Mount bpffs in the host's namespace first, or give --pin-dir a \
+             bpffs the agent inherits"
+        );
+    }
     Ok(())
 }
 
@@ -123,6 +134,18 @@ pub fn lock(root: &Path) -> Result<PinLock, PinError> {
         Ok(held) => Ok(PinLock { _held: held }),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(PinError::Busy(root.to_owned())),
         Err((_, errno)) => Err(io_error(root)(errno.into())),
+    }
+}
+
+/// Whether this process is known to share the mount namespace of PID 1 (when that cannot
+/// be read, it is not known).
+fn in_init_mount_namespace() -> bool {
+    match (
+        fs::read_link("/proc/self/ns/mnt"),
+        fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(own), Ok(init)) => own == init,
+        _ => false,
     }
 }
 
