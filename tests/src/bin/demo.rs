@@ -97,6 +97,22 @@ impl Checks {
             println!("  ✗ {line}");
         }
     }
+
+    /// Connects from the client to `port` on the host and checks that it finds `expected`,
+    /// printing the line with `why`.
+    fn probe(&mut self, lab: &Lab, family: Family, port: u16, expected: Probe, why: &str) {
+        let to = family.host(port);
+        let wait = if expected == Probe::Open {
+            ANSWER_WAIT
+        } else {
+            FILTERED_WAIT
+        };
+        let found = tcp_probe(&lab.client, to, wait);
+        self.check(
+            found == expected,
+            &format!("{:<36} {:<26} {why}", route(family, to), found.to_string()),
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -219,15 +235,12 @@ fn demo() -> anyhow::Result<Checks> {
         stopped.is_ok(),
         &stopped.unwrap_or_else(|error| format!("{error:#}")),
     );
-    let to = Family::V4.host(5432);
-    let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
-    checks.check(
-        found == Probe::Filtered,
-        &format!(
-            "{:<36} {:<26} the agent is gone, the guard is not",
-            route(Family::V4, to),
-            found.to_string()
-        ),
+    checks.probe(
+        &lab,
+        Family::V4,
+        5432,
+        Probe::Filtered,
+        "the agent is gone, the guard is not",
     );
 
     println!("\n$ portguard uninstall   (removes the guard from the kernel, on purpose)");
@@ -303,15 +316,12 @@ fn token_flow(
         event["event"] == "issuer.keys_loaded"
     })?;
     println!("  the agent holds the provider's keys: {}", keys["kids"]);
-    let to = Family::V4.host(POSTGRES.port);
-    let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
-    checks.check(
-        found == Probe::Filtered,
-        &format!(
-            "{:<36} {:<26} no grant yet",
-            route(Family::V4, to),
-            found.to_string()
-        ),
+    checks.probe(
+        lab,
+        Family::V4,
+        POSTGRES.port,
+        Probe::Filtered,
+        "no grant yet",
     );
 
     let signer = Signer::Es256;
@@ -367,16 +377,14 @@ fn token_flow(
             .unwrap_or_default()
             .to_owned();
 
-        let to = family.host(POSTGRES.port);
-        let found = tcp_probe(&lab.client, to, ANSWER_WAIT);
-        checks.check(
-            found == Probe::Open,
-            &format!(
-                "{:<36} {:<26} grant {id}",
-                route(family, to),
-                found.to_string()
-            ),
+        checks.probe(
+            lab,
+            family,
+            POSTGRES.port,
+            Probe::Open,
+            &format!("grant {id}"),
         );
+        let to = family.host(POSTGRES.port);
         let other = family.client_other();
         let found = tcp_probe_from(&lab.client, other, to, FILTERED_WAIT);
         let from = match other {
@@ -454,15 +462,12 @@ fn token_flow(
         expires_ms.saturating_sub(now_ms) + 300,
     ));
     for family in Family::BOTH {
-        let to = family.host(POSTGRES.port);
-        let found = tcp_probe(&lab.client, to, FILTERED_WAIT);
-        checks.check(
-            found == Probe::Filtered,
-            &format!(
-                "{:<36} {:<26} grant expired: the kernel refuses it",
-                route(family, to),
-                found.to_string()
-            ),
+        checks.probe(
+            lab,
+            family,
+            POSTGRES.port,
+            Probe::Filtered,
+            "grant expired: the kernel refuses it",
         );
     }
     for id in opened.iter().filter(|id| !id.is_empty()) {
