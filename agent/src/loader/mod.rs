@@ -150,6 +150,14 @@ fn missing_map(name: &'static str) -> LoadError {
     LoadError::MissingMap(name)
 }
 
+/// A removal that finds the key already gone has done its job.
+fn gone(removed: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match removed {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
     move |source| LoadError::Map { name, source }
 }
@@ -245,10 +253,9 @@ impl Guard {
             .filter_map(Result::ok)
             .filter(|key| !entries.endpoints.contains_key(key))
             .collect();
+        // Rewriting an unchanged entry is harmless (each update is atomic): one write each.
         for (key, value) in &entries.endpoints {
-            if endpoints.get(key, 0).ok() != Some(*value) {
-                endpoints.insert(key, value, 0).map_err(map_error(name))?;
-            }
+            endpoints.insert(key, value, 0).map_err(map_error(name))?;
         }
 
         let prefix_name = map_names::ENDPOINT_PREFIXES;
@@ -258,7 +265,7 @@ impl Guard {
                 .ok_or_else(|| missing_map(prefix_name))?,
         )
         .map_err(map_error(prefix_name))?;
-        let wanted: Vec<(u32, PrefixKeyData)> = entries
+        let wanted: std::collections::HashSet<(u32, PrefixKeyData)> = entries
             .prefixes
             .iter()
             .map(|p| (p.prefix_len, p.data))
@@ -277,19 +284,13 @@ impl Guard {
 
         // Now what only the old policy allowed goes.
         for key in &stale_prefixes {
-            match prefixes.remove(key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(error) => return Err(map_error(prefix_name)(error)),
-            }
+            gone(prefixes.remove(key)).map_err(map_error(prefix_name))?;
         }
         let mut endpoints: HashMap<_, EndpointKey, EndpointValue> =
             HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
                 .map_err(map_error(name))?;
         for key in &stale {
-            match endpoints.remove(key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(error) => return Err(map_error(name)(error)),
-            }
+            gone(endpoints.remove(key)).map_err(map_error(name))?;
         }
 
         self.set_config(&entries.config)
@@ -310,10 +311,7 @@ impl Guard {
         let mut grants: HashMap<_, GrantKey, GrantValue> =
             HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?)
                 .map_err(map_error(name))?;
-        match grants.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(error) => Err(map_error(name)(error)),
-        }
+        gone(grants.remove(key)).map_err(map_error(name))
     }
 
     /// Records an outbound UDP flow as the egress program would (tests and benchmarks).
