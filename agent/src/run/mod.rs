@@ -97,42 +97,14 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    // 2. Load over the pinned maps, fill them, then attach (or adopt): the programs never
-    // run on half a policy. A guard left by an earlier agent keeps enforcing its policy
-    // until the new one is in the maps.
-    let mut guard = Guard::open(&options.pin_dir).context("load the guard")?;
-    let previous = guard.previous_config();
-    let generation = previous.map_or(1, |config| config.generation + 1);
-    let entries = compile(&policy, generation);
-    guard.apply(&entries).context("fill the guard's maps")?;
-    log.emit(
-        loaded(&policy, &entries, generation)
-            .with("pin_dir", &options.pin_dir)
-            .with("adopted", previous.is_some()),
-    );
-    // Grants still live in the ledger are written too, before any link runs these maps:
-    // after an upgrade that changed the maps' layout, they are new and empty.
-    let now = SystemTime::now();
-    let (book, restored) = GrantBook::open(&options.state_dir, &mut guard, now)
-        .context("open the grant ledger (the guard stays in place)")?;
-    report_restored(&log, &restored);
-
-    // 3. Attach, or take over the links an earlier agent pinned.
-    let names = attach(&mut guard, &wanted, &policy, &log)?;
-    for ifindex in guard.release_unadopted() {
-        log.emit(
-            Event::new("guard.detached")
-                .with("ifindex", ifindex)
-                .with("reason", "not_in_policy"),
-        );
-    }
-    match guard.finish_pinning() {
-        Ok(removed) if !removed.is_empty() => {
-            log.emit(Event::new("guard.old_layout_removed").with("pins", &removed));
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(error = %format!("{error:#}"), "pin the programs"),
-    }
+    // 2-3. The guard in the kernel, this policy in it, on the policy's interfaces.
+    let Enforcing {
+        mut guard,
+        book,
+        names,
+        generation,
+        entries,
+    } = enforce(options, &policy, &wanted, &log)?;
     let interface_count = names.read().map(|n| n.len()).unwrap_or(0);
 
     let ring = guard.take_events()?;
@@ -222,9 +194,80 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
     // 5. Stop: the agent goes, the guard stays pinned and enforcing (grants expire in the
     // kernel on time). Only `portguard uninstall` removes it.
     tasks.abort_all();
+    report_stop(&engine, &log, outcome.as_deref().ok(), &options.pin_dir);
+    let _ = std::fs::remove_file(&options.control_socket);
+    outcome.map(|_| ExitCode::SUCCESS)
+}
+
+/// What steps 2 and 3 of a start leave: the guard enforcing the policy, and what the rest of
+/// the agent needs of it.
+struct Enforcing {
+    guard: Guard,
+    book: GrantBook,
+    names: Arc<RwLock<HashMap<u32, String>>>,
+    generation: u64,
+    entries: MapEntries,
+}
+
+/// Steps 2 and 3 of a start: loads the guard over the pinned maps, writes the policy and the
+/// ledger's live grants into them, attaches (or takes over the pinned links), and lets go of
+/// what the policy no longer names.
+fn enforce(
+    options: &RunOptions,
+    policy: &Policy,
+    wanted: &[Interface],
+    log: &EventLog,
+) -> anyhow::Result<Enforcing> {
+    // 2. Load over the pinned maps, fill them, then attach (or adopt): the programs never
+    // run on half a policy. A guard left by an earlier agent keeps enforcing its policy
+    // until the new one is in the maps.
+    let mut guard = Guard::open(&options.pin_dir).context("load the guard")?;
+    let previous = guard.previous_config();
+    let generation = previous.map_or(1, |config| config.generation + 1);
+    let entries = compile(policy, generation);
+    guard.apply(&entries).context("fill the guard's maps")?;
+    log.emit(
+        loaded(policy, &entries, generation)
+            .with("pin_dir", &options.pin_dir)
+            .with("adopted", previous.is_some()),
+    );
+    // Grants still live in the ledger are written too, before any link runs these maps:
+    // after an upgrade that changed the maps' layout, they are new and empty.
+    let now = SystemTime::now();
+    let (book, restored) = GrantBook::open(&options.state_dir, &mut guard, now)
+        .context("open the grant ledger (the guard stays in place)")?;
+    report_restored(log, &restored);
+
+    // 3. Attach, or take over the links an earlier agent pinned.
+    let names = attach(&mut guard, wanted, policy, log)?;
+    for ifindex in guard.release_unadopted() {
+        log.emit(
+            Event::new("guard.detached")
+                .with("ifindex", ifindex)
+                .with("reason", "not_in_policy"),
+        );
+    }
+    match guard.finish_pinning() {
+        Ok(removed) if !removed.is_empty() => {
+            log.emit(Event::new("guard.old_layout_removed").with("pins", &removed));
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %format!("{error:#}"), "pin the programs"),
+    }
+    Ok(Enforcing {
+        guard,
+        book,
+        names,
+        generation,
+        entries,
+    })
+}
+
+/// Says that the agent stops and that the guard stays, interface by interface.
+fn report_stop(engine: &SharedEngine, log: &EventLog, signal: Option<&str>, pin_dir: &Path) {
     let mut engine = engine.lock();
     let mut stopping = Event::new("agent.stopping")
-        .with("signal", outcome.as_deref().unwrap_or("error"))
+        .with("signal", signal.unwrap_or("error"))
         .with("guard", "enforcing");
     if let Ok(counters) = engine.kernel.counters() {
         stopping = stopping.with("packets", packets_by_reason(&counters));
@@ -237,12 +280,10 @@ async fn serve(options: &RunOptions) -> anyhow::Result<ExitCode> {
                     .with("interface", &attachment.interface.name)
                     .with("ifindex", attachment.interface.index)
                     .with("link_id", attachment.link_id)
-                    .with("pin_dir", &options.pin_dir),
+                    .with("pin_dir", pin_dir),
             );
         }
     }
-    let _ = std::fs::remove_file(&options.control_socket);
-    outcome.map(|_| ExitCode::SUCCESS)
 }
 
 /// Starts the issuers' key fetching and the auth endpoint on each listen address.
