@@ -468,7 +468,13 @@ impl Guard {
         };
         let link = xdp.take_link(id).map_err(|e| attach_error(e.into()))?;
         // Only a kernel link can be pinned (5.9+); aya falls back to netlink before that.
-        let link = FdLink::try_from(link).map_err(|e| attach_error(e.into()))?;
+        let link = FdLink::try_from(link).map_err(|_| {
+            attach_error(
+                "the kernel attached XDP through netlink, which cannot be pinned: portguard \
+                 needs XDP links (Linux 5.9 or newer)"
+                    .into(),
+            )
+        })?;
         let kind = match mode {
             AttachMode::Native => LinkKind::XdpNative,
             AttachMode::Generic => LinkKind::XdpGeneric,
@@ -485,7 +491,13 @@ impl Guard {
             .map_err(|e| attach_error(e.into()))?;
         let link = egress.take_link(id).map_err(|e| attach_error(e.into()))?;
         // tcx links (6.6+) only: a netlink tc filter cannot be pinned.
-        let link = FdLink::try_from(link).map_err(|e| attach_error(e.into()))?;
+        let link = FdLink::try_from(link).map_err(|_| {
+            attach_error(
+                "the kernel attached the egress program as a tc filter, which cannot be \
+                 pinned: portguard needs tcx links (Linux 6.6 or newer)"
+                    .into(),
+            )
+        })?;
         self.pin_link(interface, link, LinkKind::Egress)
     }
 
