@@ -9,15 +9,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
-const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
-
-/// Whether `path` is on a bpffs.
-pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .map(|fs| fs.filesystem_type().0 as u64 == BPF_FS_MAGIC)
-        .unwrap_or(false)
-}
+/// Whether `path` is on a bpffs (the agent's own check).
+pub use portguard::loader::pins::is_bpffs;
 
 /// A bpffs mounted at a folder; lazily unmounted on drop, which releases every pin in it
 /// (programs and links with no other holder are then detached by the kernel).
